@@ -1,0 +1,104 @@
+"""The served model: an XGBoost booster on log price plus its fitted feature transform.
+
+Training saves a :class:`PriceModel` as a directory (``booster.ubj``, ``transform.json``,
+``meta.json``) inside the MLflow model; serving loads that same directory, so the booster
+and the transform can never drift apart. Explanations use XGBoost's own exact TreeSHAP
+(``pred_contribs``) on the served booster: no second explainer object.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from rayestate.features import FEATURE_LABELS, FEATURES, FeatureTransform
+from rayestate.schema import RAW_COLUMNS
+
+BOOSTER_FILE = "booster.ubj"
+TRANSFORM_FILE = "transform.json"
+META_FILE = "meta.json"
+
+
+def listings_frame(rows: list[dict]) -> pd.DataFrame:
+    """Raw-schema frame from listing dicts (missing optional columns become NaN/None)."""
+    frame = pd.DataFrame.from_records(rows)
+    for column in RAW_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame[list(RAW_COLUMNS)]
+
+
+@dataclass
+class Explanation:
+    """Exact SHAP values of one prediction, in log-price space."""
+
+    log_price: float
+    base_value: float
+    shap: dict[str, float]
+    feature_values: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class PriceModel:
+    booster: xgb.Booster
+    transform: FeatureTransform
+    meta: dict = field(default_factory=dict)
+
+    def features(self, raw: pd.DataFrame) -> pd.DataFrame:
+        return self.transform.transform(raw)
+
+    def _dmatrix(self, features: pd.DataFrame) -> xgb.DMatrix:
+        return xgb.DMatrix(features, enable_categorical=True)
+
+    def predict_log(self, raw: pd.DataFrame) -> np.ndarray:
+        """Predicted log price per row."""
+        return self.booster.inplace_predict(self.features(raw), validate_features=False).astype("float64")
+
+    def predict(self, raw: pd.DataFrame) -> np.ndarray:
+        """Predicted price in dollars per row (exp of the log-price output)."""
+        return np.exp(self.predict_log(raw))
+
+    def explain(self, raw: pd.DataFrame) -> list[Explanation]:
+        """Exact TreeSHAP per row: base_value + sum(shap) == predicted log price."""
+        features = self.features(raw)
+        contribs = self.booster.predict(self._dmatrix(features), pred_contribs=True)
+        explanations = []
+        for i in range(len(features)):
+            row = contribs[i]
+            shap = {name: float(v) for name, v in zip(FEATURES, row[:-1], strict=True)}
+            values = {
+                name: (None if pd.isna(v) else (v if isinstance(v, str) else float(v)))
+                for name, v in features.iloc[i].items()
+            }
+            explanations.append(
+                Explanation(
+                    log_price=float(row.sum()), base_value=float(row[-1]), shap=shap, feature_values=values
+                )
+            )
+        return explanations
+
+    # --- persistence -----------------------------------------------------------
+    def save(self, directory: Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(directory / BOOSTER_FILE)
+        self.transform.save(directory / TRANSFORM_FILE)
+        (directory / META_FILE).write_text(json.dumps(self.meta, default=str))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> PriceModel:
+        directory = Path(directory)
+        booster = xgb.Booster()
+        booster.load_model(directory / BOOSTER_FILE)
+        meta_path = directory / META_FILE
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        return cls(booster=booster, transform=FeatureTransform.load(directory / TRANSFORM_FILE), meta=meta)
+
+
+__all__ = ["FEATURE_LABELS", "Explanation", "PriceModel", "listings_frame"]

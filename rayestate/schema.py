@@ -1,0 +1,138 @@
+"""The one definition of a listing: raw batch columns (Arrow) and the API's request model.
+
+Jobs, the data API, serving and the UI all import from here, so a column is added or
+bounded in exactly one place.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+#: Columns of the Kaggle "USA Real Estate Dataset" (12-column version), in file order.
+RAW_SCHEMA = pa.schema(
+    [
+        ("brokered_by", pa.float64()),
+        ("status", pa.string()),
+        ("price", pa.float64()),
+        ("bed", pa.float64()),
+        ("bath", pa.float64()),
+        ("acre_lot", pa.float64()),
+        ("street", pa.float64()),
+        ("city", pa.string()),
+        ("state", pa.string()),
+        ("zip_code", pa.float64()),
+        ("house_size", pa.float64()),
+        ("prev_sold_date", pa.string()),
+    ]
+)
+RAW_COLUMNS: tuple[str, ...] = tuple(RAW_SCHEMA.names)
+NUMERIC_COLUMNS = tuple(f.name for f in RAW_SCHEMA if pa.types.is_floating(f.type))
+STRING_COLUMNS = tuple(f.name for f in RAW_SCHEMA if pa.types.is_string(f.type))
+#: Columns every batch must carry. The old 10-column dataset lacked brokered_by and street.
+REQUIRED_COLUMNS = RAW_COLUMNS
+TARGET = "price"
+
+STATUSES = ("for_sale", "sold", "ready_to_build")
+
+#: The 54 states/territories of the dataset (50 states, DC, Puerto Rico, Virgin Islands, Guam).
+STATES = (
+    "Alabama", "Alaska", "Arizona", "Arkansas", "California", "Colorado", "Connecticut",
+    "Delaware", "District of Columbia", "Florida", "Georgia", "Guam", "Hawaii", "Idaho",
+    "Illinois", "Indiana", "Iowa", "Kansas", "Kentucky", "Louisiana", "Maine", "Maryland",
+    "Massachusetts", "Michigan", "Minnesota", "Mississippi", "Missouri", "Montana", "Nebraska",
+    "Nevada", "New Hampshire", "New Jersey", "New Mexico", "New York", "North Carolina",
+    "North Dakota", "Ohio", "Oklahoma", "Oregon", "Pennsylvania", "Puerto Rico",
+    "Rhode Island", "South Carolina", "South Dakota", "Tennessee", "Texas", "Utah", "Vermont",
+    "Virgin Islands", "Virginia", "Washington", "West Virginia", "Wisconsin", "Wyoming",
+)  # fmt: skip
+
+
+class SchemaError(ValueError):
+    """A batch or file does not have the realtor listing schema."""
+
+
+def check_columns(columns, *, where: str = "batch") -> None:
+    """Raise SchemaError naming every missing column (extra columns are allowed and ignored)."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in set(columns)]
+    if missing:
+        raise SchemaError(f"{where} is missing column(s) {', '.join(missing)}")
+
+
+def conform_table(table: pa.Table, *, where: str = "batch") -> pa.Table:
+    """Select the realtor columns in order and cast them to RAW_SCHEMA, naming any bad column."""
+    check_columns(table.column_names, where=where)
+    arrays = []
+    for field in RAW_SCHEMA:
+        column = table.column(field.name)
+        try:
+            arrays.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(
+                f"{where}: column {field.name!r} cannot be read as {field.type} ({exc})"
+            ) from None
+    return pa.Table.from_arrays(arrays, schema=RAW_SCHEMA)
+
+
+# --- the API's listing --------------------------------------------------------------
+# Bounds are wide enough for every real listing in the sample yet reject impossible ones.
+MAX_BED = 50
+MAX_BATH = 50
+MAX_ACRE_LOT = 100_000.0
+MIN_HOUSE_SIZE = 100.0
+MAX_HOUSE_SIZE = 100_000.0
+
+
+class Listing(BaseModel):
+    """A home to price: the dataset's columns minus price."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    bed: float = Field(..., ge=0, le=MAX_BED, description="Bedrooms", examples=[3])
+    bath: float = Field(..., ge=0, le=MAX_BATH, description="Bathrooms", examples=[2])
+    acre_lot: float = Field(..., ge=0, le=MAX_ACRE_LOT, description="Lot size in acres", examples=[0.25])
+    house_size: float = Field(
+        ..., ge=MIN_HOUSE_SIZE, le=MAX_HOUSE_SIZE, description="Living area, sq ft", examples=[1800]
+    )
+    state: str = Field(..., min_length=2, max_length=40, examples=["Florida"])
+    status: Literal["for_sale", "sold", "ready_to_build"] = "for_sale"
+    city: str | None = Field(None, max_length=80, examples=["Tampa"])
+    zip_code: str | None = Field(
+        None, pattern=r"^\d{3,5}$", description="ZIP code; leading zeros optional", examples=["33602"]
+    )
+    prev_sold_date: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD", examples=["2015-06-01"]
+    )
+    brokered_by: float | None = Field(None, ge=0, le=1e9)
+    street: float | None = Field(None, ge=0, le=1e9)
+
+    @field_validator("bed", "bath", "acre_lot", "house_size", "brokered_by", "street")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("zip_code", mode="before")
+    @classmethod
+    def _zip_as_text(cls, value):
+        # Accept 2101, 2101.0 and "02101" alike: the dataset stores zips as floats.
+        if isinstance(value, bool):
+            raise ValueError("must be a ZIP code")
+        if isinstance(value, int | float):
+            if not math.isfinite(value) or value < 0 or value != int(value):
+                raise ValueError("must be a whole, non-negative ZIP code")
+            return f"{int(value):05d}"
+        return value
+
+    def to_raw_row(self) -> dict:
+        """The listing as a raw-schema row (zip as float, like the dataset)."""
+        row = self.model_dump()
+        row["zip_code"] = float(row["zip_code"]) if row["zip_code"] is not None else None
+        row["price"] = None
+        return {c: row.get(c) for c in RAW_COLUMNS}

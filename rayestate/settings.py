@@ -1,0 +1,112 @@
+"""One typed configuration object for every part of Ray Estate.
+
+Values come from (highest first) explicit keyword arguments / CLI flags, ``RAYESTATE_*``
+environment variables, then the defaults below, which describe the embedded local stack.
+Nothing here connects to anything: callers pass the object to the code that does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path.home() / ".rayestate"
+
+
+class Settings(BaseSettings):
+    """Settings shared by the CLI, the Ray jobs, the Serve app and the UI."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAYESTATE_", extra="forbid", validate_default=True
+    )
+
+    # --- local stack -------------------------------------------------------------
+    state_dir: Path = Field(
+        DEFAULT_STATE_DIR,
+        description="Where the local stack keeps its databases, artefacts, store and logs.",
+    )
+    bind_host: str = Field("127.0.0.1", description="Address local services listen on.")
+
+    # --- Ray ---------------------------------------------------------------------
+    ray_address: str = Field(
+        "auto", description="Ray cluster to join: 'auto' (running local head), 'local', or ray://host:port."
+    )
+    ray_dashboard_url: str = Field("http://127.0.0.1:8265", description="Ray dashboard / Job API.")
+
+    # --- MLflow ------------------------------------------------------------------
+    mlflow_tracking_uri: str = Field("http://127.0.0.1:5000", description="MLflow tracking server.")
+    mlflow_experiment: str = Field("rayestate", min_length=1)
+    model_name: str = Field("rayestate-price", min_length=1, description="Registered model name.")
+    model_alias: str = Field("champion", min_length=1, description="Alias the Serve app loads.")
+
+    # --- data store --------------------------------------------------------------
+    store_uri: str = Field(
+        "",
+        description="Raw/clean data store: a local path, file:///..., or s3://bucket/prefix. "
+        "Empty means <state_dir>/store.",
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, SeaweedFS...).")
+    s3_region: str = "us-east-1"
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+
+    # --- data source -------------------------------------------------------------
+    data_api_url: str = Field("http://127.0.0.1:8081", description="Course-compatible data API.")
+    group_number: int = Field(1, ge=1, le=1000)
+    day: Literal["Tuesday", "Wednesday"] = "Tuesday"
+    source_path: Path | None = Field(None, description="Read batches from this CSV/Parquet instead of the API.")
+    http_timeout_s: float = Field(30.0, gt=0, le=600)
+    http_retries: int = Field(4, ge=0, le=20)
+    max_batch_rows: int = Field(2_000_000, ge=1, description="Refuse API batches larger than this.")
+
+    # --- pipeline ----------------------------------------------------------------
+    max_batches_per_run: int = Field(1, ge=1, le=1000)
+    retrain_min_new_rows: int = Field(
+        50_000, ge=1, description="Retrain after this many clean rows since the last training."
+    )
+    training_window_batches: int = Field(0, ge=0, description="Train on the last N batches; 0 = all.")
+    drift_effect_threshold: float = Field(
+        0.1, gt=0, description="PSI above which a feature counts as drifted (0.1 = moderate shift)."
+    )
+    drift_alpha: float = Field(0.01, gt=0, lt=1, description="Family-wise error rate (Holm-corrected).")
+    tune_num_samples: int = Field(12, ge=1, le=10_000)
+    tune_time_budget_s: float = Field(480.0, gt=0)
+    tune_max_concurrent: int = Field(0, ge=0, description="0 = number of cluster CPUs.")
+    promotion_min_improvement: float = Field(
+        0.0, ge=0, description="Required lower-bound improvement in MdAPE-like loss before promoting."
+    )
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000)
+    seed: int = 42
+
+    # --- serving / UI ------------------------------------------------------------
+    api_url: str = Field("http://127.0.0.1:8000", description="Ray Serve HTTP endpoint (UI, clients).")
+    max_batch_listings: int = Field(10_000, ge=1, le=1_000_000)
+    reload_poll_s: float = Field(10.0, gt=0, description="How often replicas check the model alias.")
+    ui_port: int = Field(8501, ge=1, le=65535)
+    mlflow_port: int = Field(5000, ge=1, le=65535)
+    data_api_port: int = Field(8081, ge=1, le=65535)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        # Ray jobs run from a copied working dir, so a relative path would point elsewhere.
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check_store(self) -> Settings:
+        uri = self.resolved_store_uri
+        if "://" in uri and not uri.startswith(("s3://", "file://")):
+            raise ValueError(f"store_uri {uri!r}: only local paths, file:// and s3:// are supported")
+        return self
+
+    @property
+    def resolved_store_uri(self) -> str:
+        return self.store_uri or str(self.state_dir / "store")
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
