@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 export RAY_AUTH_MODE ?= token
 
-.PHONY: up down status test test-fast lint bench install install-dev system-deps clean
+.PHONY: up down status test test-fast lint bench install install-dev system-deps manifests clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	@for b in benchmarks/*_bench.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+## Regenerate and validate the Kubernetes manifests offline (kuberay/, argocd/).
+manifests: $(DEV_STAMP)
+	$(BIN)/python scripts/sync_serve_config.py
+	$(BIN)/python scripts/k8s_manifests.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -62,13 +62,18 @@ def log_price_model(model: PriceModel, input_example: pd.DataFrame, *, name: str
 
 
 def load_model_version(client: MlflowClient, name: str, version: str, *, alias: str | None = None) -> LoadedModel:
-    """Download and load one registered model version."""
+    """Download and load one registered model version (only its price_model directory).
+
+    Resolves the version's artifact location through ``client`` itself: a ``models:/`` URI would be
+    resolved against the process-global registry URI, not the client's server.
+    """
     model_version = client.get_model_version(name, version)
+    source = client.get_model_version_download_uri(name, version).rstrip("/")
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}", dst_path=tmp, tracking_uri=client._tracking_client.tracking_uri
+            artifact_uri=f"{source}/artifacts/{ARTIFACT_KEY}", dst_path=tmp, tracking_uri=client.tracking_uri
         )
-        model = PriceModel.load(Path(local) / "artifacts" / ARTIFACT_KEY)
+        model = PriceModel.load(Path(local))
     return LoadedModel(model=model, name=name, version=str(version), run_id=model_version.run_id, alias=alias)
 
 

@@ -76,9 +76,7 @@ class PriceModel:
                 for name, v in features.iloc[i].items()
             }
             explanations.append(
-                Explanation(
-                    log_price=float(row.sum()), base_value=float(row[-1]), shap=shap, feature_values=values
-                )
+                Explanation(log_price=float(row.sum()), base_value=float(row[-1]), shap=shap, feature_values=values)
             )
         return explanations
 

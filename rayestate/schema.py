@@ -79,6 +79,35 @@ def conform_table(table: pa.Table, *, where: str = "batch") -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=RAW_SCHEMA)
 
 
+def read_listings_file(path, *, where: str | None = None) -> pa.Table:
+    """A CSV or Parquet file with the realtor columns, conformed to RAW_SCHEMA.
+
+    CSV columns are read with the schema's types (so zip 01001 stays a number, as in the
+    dataset) and empty cells become nulls. Extra columns (e.g. the API's batch_number) are dropped.
+    """
+    from pathlib import Path
+
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    where = where or str(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        table = pq.read_table(path)
+    elif suffix in (".csv", ".gz") and ".csv" in path.name.lower():
+        options = pa_csv.ConvertOptions(column_types=RAW_SCHEMA, strings_can_be_null=True)
+        try:
+            table = pa_csv.read_csv(path, convert_options=options)
+        except pa.ArrowInvalid as exc:
+            raise SchemaError(f"{where}: {exc}") from None
+    else:
+        raise SchemaError(f"{where}: expected a .csv or .parquet file, got {path.suffix or 'no extension'!r}")
+    return conform_table(table, where=where)
+
+
 # --- the API's listing --------------------------------------------------------------
 # Bounds are wide enough for every real listing in the sample yet reject impossible ones.
 MAX_BED = 50
@@ -93,11 +122,11 @@ class Listing(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    bed: float = Field(..., ge=0, le=MAX_BED, description="Bedrooms", examples=[3])
-    bath: float = Field(..., ge=0, le=MAX_BATH, description="Bathrooms", examples=[2])
-    acre_lot: float = Field(..., ge=0, le=MAX_ACRE_LOT, description="Lot size in acres", examples=[0.25])
+    bed: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_BED, description="Bedrooms", examples=[3])
+    bath: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_BATH, description="Bathrooms", examples=[2])
+    acre_lot: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_ACRE_LOT, description="Lot size in acres", examples=[0.25])
     house_size: float = Field(
-        ..., ge=MIN_HOUSE_SIZE, le=MAX_HOUSE_SIZE, description="Living area, sq ft", examples=[1800]
+        ..., allow_inf_nan=False, ge=MIN_HOUSE_SIZE, le=MAX_HOUSE_SIZE, description="Living area, sq ft", examples=[1800]
     )
     state: str = Field(..., min_length=2, max_length=40, examples=["Florida"])
     status: Literal["for_sale", "sold", "ready_to_build"] = "for_sale"
@@ -108,8 +137,8 @@ class Listing(BaseModel):
     prev_sold_date: str | None = Field(
         None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD", examples=["2015-06-01"]
     )
-    brokered_by: float | None = Field(None, ge=0, le=1e9)
-    street: float | None = Field(None, ge=0, le=1e9)
+    brokered_by: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e9)
+    street: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e9)
 
     @field_validator("bed", "bath", "acre_lot", "house_size", "brokered_by", "street")
     @classmethod

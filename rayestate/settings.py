@@ -19,9 +19,7 @@ DEFAULT_STATE_DIR = Path.home() / ".rayestate"
 class Settings(BaseSettings):
     """Settings shared by the CLI, the Ray jobs, the Serve app and the UI."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="RAYESTATE_", extra="forbid", validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix="RAYESTATE_", extra="forbid", validate_default=True)
 
     # --- local stack -------------------------------------------------------------
     state_dir: Path = Field(
@@ -58,9 +56,19 @@ class Settings(BaseSettings):
     group_number: int = Field(1, ge=1, le=1000)
     day: Literal["Tuesday", "Wednesday"] = "Tuesday"
     source_path: Path | None = Field(None, description="Read batches from this CSV/Parquet instead of the API.")
+    file_batch_rows: int = Field(100_000, ge=1, description="Rows per batch when reading source_path.")
     http_timeout_s: float = Field(30.0, gt=0, le=600)
     http_retries: int = Field(4, ge=0, le=20)
+    http_backoff_s: float = Field(
+        0.5, ge=0, le=60, description="First retry delay; it doubles on each retry (capped at 30 s)."
+    )
     max_batch_rows: int = Field(2_000_000, ge=1, description="Refuse API batches larger than this.")
+    data_api_batch_rows: int = Field(
+        50_000, ge=1, le=2_000_000, description="Rows per batch the data API serves (slices are capped at this)."
+    )
+    data_api_synthetic_rows: int = Field(
+        300_000, ge=1, le=20_000_000, description="Rows the data API generates when it has no dataset file."
+    )
 
     # --- pipeline ----------------------------------------------------------------
     max_batches_per_run: int = Field(1, ge=1, le=1000)
@@ -69,9 +77,16 @@ class Settings(BaseSettings):
     )
     training_window_batches: int = Field(0, ge=0, description="Train on the last N batches; 0 = all.")
     drift_effect_threshold: float = Field(
-        0.1, gt=0, description="PSI above which a feature counts as drifted (0.1 = moderate shift)."
+        0.02,
+        gt=0,
+        description="PSI at or above which a significant shift counts as drift. 0.02 is about a 0.14-SD shift; "
+        "house_size x1.1 gives ~0.04, which the 0.1 rule of thumb misses (see benchmarks/drift_bench.py).",
     )
     drift_alpha: float = Field(0.01, gt=0, lt=1, description="Family-wise error rate (Holm-corrected).")
+    drift_missing_threshold: float = Field(
+        0.05, gt=0, le=1, description="Change in a column's missing share that counts as drift (0.05 = 5 points)."
+    )
+    drift_min_rows: int = Field(200, ge=1, description="Rows each side needs before a drift check is run.")
     tune_num_samples: int = Field(12, ge=1, le=10_000)
     tune_time_budget_s: float = Field(480.0, gt=0)
     tune_max_concurrent: int = Field(0, ge=0, description="0 = number of cluster CPUs.")
@@ -85,6 +100,12 @@ class Settings(BaseSettings):
     api_url: str = Field("http://127.0.0.1:8000", description="Ray Serve HTTP endpoint (UI, clients).")
     max_batch_listings: int = Field(10_000, ge=1, le=1_000_000)
     reload_poll_s: float = Field(10.0, gt=0, description="How often replicas check the model alias.")
+    model_load_timeout_s: float = Field(
+        120.0, gt=0, description="A replica that cannot load a model within this time fails (gets no traffic)."
+    )
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest HTTP request body the API accepts (413 above)."
+    )
     ui_port: int = Field(8501, ge=1, le=65535)
     mlflow_port: int = Field(5000, ge=1, le=65535)
     data_api_port: int = Field(8081, ge=1, le=65535)
@@ -104,7 +125,12 @@ class Settings(BaseSettings):
 
     @property
     def resolved_store_uri(self) -> str:
-        return self.store_uri or str(self.state_dir / "store")
+        """The store as an absolute location (Ray jobs run from a copied working dir)."""
+        if not self.store_uri:
+            return str(self.state_dir / "store")
+        if "://" in self.store_uri:
+            return self.store_uri
+        return str(Path(self.store_uri).expanduser().resolve())
 
 
 def load_settings(**overrides) -> Settings:

@@ -6,6 +6,7 @@ session cluster instead of starting its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -56,6 +57,18 @@ def stop_process(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def running_server(command: list[str], health_url: str, log_path: Path, *, env: dict | None = None, timeout=120.0):
+    """Start `command` (own session, output to log_path), wait until health_url answers 2xx, stop it after."""
+    with Path(log_path).open("w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_http(health_url, timeout=timeout, process=process)
+            yield process
+        finally:
+            stop_process(process)
 
 
 # --- real data under ../shared ---------------------------------------------------------
@@ -156,3 +169,10 @@ def chromium_path() -> str:
     if not path:
         pytest.skip("Debian chromium is not installed (make test installs it as root)")
     return path
+
+
+# --- the data side: S3-compatible server (moto), data API servers, fault-injecting proxy -----
+from data_fixtures import data_api_factory, s3_server, s3_settings  # noqa: E402, F401
+
+# --- the Serve app (champion + running deployment), shared by the Serve and UI tests ---------
+from serve_fixtures import champion, serve_app_url, serve_http_port  # noqa: E402, F401

@@ -1,0 +1,212 @@
+"""One pipeline run: ingest -> clean -> drift -> decide -> (tune -> evaluate -> register -> promote) -> record.
+
+Run it as ``python -m ray_jobs.pipeline`` — locally, through ``ray job submit``, or from a
+KubeRay RayJob/RayCronJob. Resumable by construction:
+
+* every fetched batch is published to the raw store before anything else happens, and cleaning
+  is a no-op for a batch already cleaned;
+* the batches a run decides on are the *pending* ones: clean batches that no finished run has
+  recorded in the ledger (``<store>/pipeline/ledger/``). A run killed at any step leaves its
+  batches pending, so the re-run picks them up without fetching them again;
+* a run is keyed by its pending batch ids; the registry finds a version already registered
+  under that key instead of registering a second one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from ray_jobs import store
+from rayestate.settings import Settings, load_settings
+
+LEDGER = "pipeline/ledger"
+
+
+@dataclass
+class PipelineResult:
+    """What one run did; also the ledger entry and the job's last line of output."""
+
+    run_key: str
+    outcome: str  # no_new_data | skipped | first_model | promoted | rejected
+    reason: str
+    batches: list[str] = field(default_factory=list)
+    new_rows: int = 0
+    drift_verdict: str | None = None
+    model_version: str | None = None
+    mlflow_run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    finished_at: str = ""
+
+
+# --- stages ----------------------------------------------------------------------------------
+
+
+def ingest_new_batches(settings: Settings, max_batches: int) -> list[str]:
+    """Fetch up to max_batches new batches, publish them raw, clean them; returns their ids."""
+    from ray_jobs.clean import clean_batch
+    from ray_jobs.ingest import ingest_batch
+
+    ingested = []
+    for batch in _new_batches(settings, max_batches):
+        record = ingest_batch(settings, batch)
+        clean_batch(settings, record.batch_id)
+        ingested.append(record.batch_id)
+        print(f"[pipeline] batch {record.batch_id}: {record.rows:,} raw rows ingested and cleaned", flush=True)
+    return ingested
+
+
+def _new_batches(settings: Settings, max_batches: int):
+    from ray_jobs.source import fetch_batch, read_file_batches
+
+    if settings.source_path is not None:
+        done = {r.batch_id for r in store.list_records(settings, "raw")}
+        fresh = (b for b in read_file_batches(settings.source_path, settings.file_batch_rows) if b.batch_id not in done)
+        for _, batch in zip(range(max_batches), fresh, strict=False):
+            yield batch
+        return
+    for _ in range(max_batches):
+        batch = fetch_batch(settings)
+        if batch is None:
+            print("[pipeline] data API has no new batch", flush=True)
+            return
+        yield batch
+
+
+def pending_batches(settings: Settings) -> list[str]:
+    """Clean batches that no finished run has decided on yet, oldest first."""
+    decided = {b for entry in store.list_json(settings, LEDGER) for b in entry["batches"]}
+    return [r.batch_id for r in store.list_records(settings, "clean") if r.batch_id not in decided]
+
+
+def run_key_of(batch_ids: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(batch_ids)).encode()).hexdigest()[:16]
+
+
+def record_result(settings: Settings, result: PipelineResult) -> None:
+    """Close the run: its batches stop being pending."""
+    result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    store.put_json(settings, f"{LEDGER}/{result.run_key}.json", asdict(result))
+
+
+def pipeline_history(settings: Settings, limit: int = 50) -> list[dict]:
+    """Finished runs, newest first (for the API and UI)."""
+    entries = store.list_json(settings, LEDGER)
+    return sorted(entries, key=lambda e: e.get("finished_at", ""), reverse=True)[:limit]
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> PipelineResult:
+    """One full run; see the module docstring. Raises on real failures (the job then fails)."""
+    from ray_jobs import drift, registry
+
+    connect_ray(settings)
+    client = registry.connect(settings)  # fails fast, naming the URI, when MLflow is unreachable
+    ingest_new_batches(settings, max_batches or settings.max_batches_per_run)
+    pending = pending_batches(settings)
+    if not pending:
+        return PipelineResult(run_key="-", outcome="no_new_data", reason="no new batch since the last run")
+
+    run_key = run_key_of(pending)
+    records = {r.batch_id: r for r in store.list_records(settings, "clean")}
+    new_rows = sum(records[b].rows for b in pending)
+    champion = registry.champion_info(client, settings)
+    trained_on = set(champion.training_batches) if champion else set()
+    rows_since_training = sum(r.rows for b, r in records.items() if b not in trained_on)
+
+    report = None
+    if champion and trained_on:
+        print(f"[pipeline] drift: {len(pending)} new batch(es) vs the champion's {len(trained_on)}", flush=True)
+        report = drift.drift_report(
+            store.read_dataset(settings, "clean", sorted(trained_on & records.keys())),
+            store.read_dataset(settings, "clean", pending),
+            settings,
+        )
+        drift.save_drift_report(settings, pending[-1], report)
+        print(f"[pipeline] drift verdict: {report.verdict} — {report.reason}", flush=True)
+    retrain, reason = drift.should_retrain(champion is not None, report, rows_since_training, settings)
+
+    result = PipelineResult(
+        run_key=run_key, outcome="skipped", reason=reason, batches=pending, new_rows=new_rows,
+        drift_verdict=report.verdict if report else None,
+    )  # fmt: skip
+    with registry.pipeline_run(client, settings, run_key, pending, records) as run:
+        result.mlflow_run_id = run.info.run_id
+        if report is not None:
+            registry.log_drift(report)
+        if retrain:
+            print(f"[pipeline] retraining: {reason}", flush=True)
+            decision = registry.train_and_decide(client, settings, run_key, records, champion)
+            result.outcome, result.reason = decision.outcome, decision.reason
+            result.model_version, result.metrics = decision.version, decision.metrics
+        else:
+            print(f"[pipeline] {reason}", flush=True)
+        registry.log_outcome(result.outcome, result.reason)
+    record_result(settings, result)
+    return result
+
+
+def connect_ray(settings: Settings) -> None:
+    """Join the cluster (inside a Ray Job, RAY_ADDRESS points at it); reuse an existing connection."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=settings.ray_address, log_to_driver=True)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+#: CLI flag -> Settings field; every flag is optional and overrides the RAYESTATE_* env value.
+FLAGS = {
+    "--source-url": ("data_api_url", str),
+    "--group": ("group_number", int),
+    "--day": ("day", str),
+    "--source-path": ("source_path", str),
+    "--max-batches": ("max_batches_per_run", int),
+    "--tune-samples": ("tune_num_samples", int),
+    "--tune-time-budget": ("tune_time_budget_s", float),
+    "--tune-concurrency": ("tune_max_concurrent", int),
+    "--retrain-min-new-rows": ("retrain_min_new_rows", int),
+    "--drift-effect-threshold": ("drift_effect_threshold", float),
+    "--drift-alpha": ("drift_alpha", float),
+    "--bootstrap-samples": ("bootstrap_samples", int),
+    "--promotion-min-improvement": ("promotion_min_improvement", float),
+}
+
+
+def parse_args(argv: list[str] | None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m ray_jobs.pipeline", description=__doc__.splitlines()[0])
+    for flag, (name, kind) in FLAGS.items():
+        parser.add_argument(flag, dest=name, type=kind, help=Settings.model_fields[name].description)
+    return vars(parser.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
+    try:
+        settings = load_settings(**parse_args(argv))
+    except ValueError as exc:
+        print(f"pipeline: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = run_pipeline(settings)
+    except Exception as exc:
+        print(f"pipeline: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 1
+    summary = {**asdict(result), "seconds": round(time.monotonic() - started, 1)}
+    print(f"[pipeline] {result.outcome}: {result.reason}", flush=True)
+    print(json.dumps(summary, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

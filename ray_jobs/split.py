@@ -1,0 +1,70 @@
+"""Train / validation / test split by hashing each listing's identity.
+
+A row's split is a pure function of its own values (never of its position, batch or the
+rows around it), so it never changes as batches accumulate: a test row of batch 1 is still a
+test row when batch 9 arrives, and no later model is ever trained on it. That is what makes
+a champion and a challenger comparable on the same held-out rows.
+
+The hash leaves out ``price`` and ``status`` on purpose: the same home relisted at a new
+price, or sold after being for sale, is the same home and must land in the same split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from rayestate.schema import NUMERIC_COLUMNS, RAW_COLUMNS
+
+#: Changing the salt or the fractions reshuffles every split: treat them as part of the data contract.
+SPLIT_SALT = "rayestate-split-v1"
+VALID_FRACTION = 0.1
+TEST_FRACTION = 0.1
+IDENTITY_COLUMNS = tuple(c for c in RAW_COLUMNS if c not in ("price", "status"))
+SPLITS = ("train", "valid", "test")
+
+
+class Splits(NamedTuple):
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+
+def _canonical(column: pd.Series, numeric: bool) -> pd.Series:
+    """Text form of a column that is the same however the value was read (601, 601.0, '601.0')."""
+    if numeric:
+        values = pd.to_numeric(column, errors="coerce").astype("float64")
+        return values.map(repr).where(values.notna(), "")
+    return column.astype("object").map(lambda v: "" if v is None or v is pd.NA or v != v else str(v).strip())
+
+
+def row_keys(df: pd.DataFrame) -> np.ndarray:
+    """sha256 hex digest of each row's identity columns (missing columns raise KeyError)."""
+    parts = [_canonical(df[c], c in NUMERIC_COLUMNS) for c in IDENTITY_COLUMNS]
+    joined = parts[0].str.cat(parts[1:], sep="\x1f")
+    return np.array([hashlib.sha256(f"{SPLIT_SALT}\x1e{text}".encode()).hexdigest() for text in joined], dtype=object)
+
+
+def assign_splits(
+    df: pd.DataFrame, *, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION
+) -> np.ndarray:
+    """'train' / 'valid' / 'test' per row, from a uniform number derived from the row key.
+
+    Buckets are laid out test first, then valid: the test set for given fractions never
+    depends on the validation fraction.
+    """
+    if not (0 <= test_fraction < 1 and 0 <= valid_fraction < 1 and test_fraction + valid_fraction < 1):
+        raise ValueError(f"bad split fractions: valid={valid_fraction}, test={test_fraction}")
+    uniform = np.array([int(key[:15], 16) for key in row_keys(df)], dtype="float64") / 16**15
+    return np.select([uniform < test_fraction, uniform < test_fraction + valid_fraction], ["test", "valid"], "train")
+
+
+def split_frame(
+    df: pd.DataFrame, *, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION
+) -> Splits:
+    """The three splits of df (original index and row order kept within each)."""
+    names = assign_splits(df, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    return Splits(*(df[names == name] for name in SPLITS))

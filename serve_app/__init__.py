@@ -1,0 +1,1 @@
+"""Ray Serve application: price prediction and exact SHAP explanations over HTTP."""

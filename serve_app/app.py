@@ -1,0 +1,222 @@
+"""The Ray Serve application: a FastAPI ingress composed with the predictor and explainer.
+
+``serve_app.app:build_app`` is the application builder ``serve_config.yaml`` names (its
+``args:`` become :class:`Settings` fields); ``serve_app.app:app`` is the same graph built
+from the environment, for ``serve run serve_app.app:app`` during development.
+
+The ingress only validates and routes: pydantic checks each listing, then the row goes to
+the predictor or explainer through a DeploymentHandle. Every error is JSON with a ``detail``
+and no stack trace.
+"""
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from rayestate.schema import Listing
+from rayestate.settings import Settings, load_settings
+from serve_app.contract import (
+    BatchRequest,
+    BatchResponse,
+    ExplainResponse,
+    PredictResponse,
+    field_errors,
+    listing_columns,
+    validate_listings,
+)
+from serve_app.deployments import Explainer, Predictor
+from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
+from serve_app.metrics import api_metrics
+from serve_app.model_card import model_card
+
+MODEL_CARD_TTL_S = 5.0
+STATUS_TIMEOUT_S = 10.0
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(
+    title="Ray Estate price API",
+    version="1.0",
+    description=(
+        "Predicts US home prices (realtor.com listings) and explains them with exact TreeSHAP values. "
+        "SHAP values are in log-price space (base_value + sum(shap) = log_price); dollar_effects split "
+        "price - exp(base_value) in proportion to them, so they add up exactly to the price."
+    ),
+)
+api.add_middleware(ApiGuard)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = field_errors(exc)
+    api_metrics().reject(endpoint_label(request.scope), errors[0]["type"] if errors else "invalid")
+    return JSONResponse(status_code=422, content={"detail": errors})
+
+
+@api.exception_handler(BackPressureError)
+async def _overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": "the model service is overloaded; retry shortly"})
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # The stack trace goes to the replica log, never to the client.
+    logger.error("unhandled error on %s", request.url.path, exc_info=exc)
+    return JSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__})"})
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+@serve.deployment(name="Api")
+@serve.ingress(api)
+class Api:
+    # No `from __future__ import annotations` here: FastAPI must see real types on these methods.
+    def __init__(self, predictor: DeploymentHandle, explainer: DeploymentHandle, settings: Settings):
+        self._predictor = predictor
+        self._explainer = explainer
+        self._settings = settings
+        self._card = None  # (monotonic time, card)
+        set_max_body_bytes(settings.max_request_bytes)
+
+    # --- predictions -------------------------------------------------------------------
+    @api.post("/predict", response_model=PredictResponse, summary="Price one listing")
+    async def predict(self, listing: Listing, request: Request) -> PredictResponse:
+        result = await self._predictor.predict.remote(listing.to_raw_row())
+        request.state.model_version = result["model_version"]
+        return PredictResponse(
+            price=result["price"],
+            model_version=result["model_version"],
+            model_alias=self._settings.model_alias,
+            request_id=_request_id(request),
+            warnings=result["warnings"],
+        )
+
+    @api.post(
+        "/predict/batch",
+        response_model=BatchResponse,
+        summary="Price many listings; bad rows are reported by index and the rest still priced",
+        responses={413: {"description": "more listings than the configured maximum, or body too large"}},
+    )
+    async def predict_batch(self, body: BatchRequest, request: Request) -> BatchResponse:
+        limit = self._settings.max_batch_listings
+        if len(body.listings) > limit:
+            api_metrics().reject("/predict/batch", "too_many_listings")
+            raise HTTPException(413, f"{len(body.listings)} listings exceed the maximum of {limit} per request")
+        good, errors = validate_listings(body.listings)
+        if errors:
+            api_metrics().reject("/predict/batch", "invalid_row", len(errors))
+        prices: list[float | None] = [None] * len(body.listings)
+        warnings = []
+        version = None
+        if good:
+            result = await self._predictor.predict_many.remote(listing_columns([listing for _, listing in good]))
+            version = result["model_version"]
+            request.state.model_version = version
+            for (index, _), price, row_warnings in zip(good, result["prices"], result["warnings"], strict=True):
+                prices[index] = price
+                if row_warnings:
+                    warnings.append({"index": index, "warnings": row_warnings})
+        return BatchResponse(
+            prices=prices,
+            errors=errors,
+            warnings=warnings,
+            model_version=version,
+            model_alias=self._settings.model_alias,
+            request_id=_request_id(request),
+        )
+
+    @api.post("/explain", response_model=ExplainResponse, summary="Price one listing and explain it (exact SHAP)")
+    async def explain(self, listing: Listing, request: Request) -> ExplainResponse:
+        result = await self._explainer.explain.remote(listing.to_raw_row())
+        request.state.model_version = result["model_version"]
+        return ExplainResponse(**result, model_alias=self._settings.model_alias, request_id=_request_id(request))
+
+    # --- operations --------------------------------------------------------------------
+    @api.get("/health", summary="The ingress process is alive")
+    async def health(self) -> dict:
+        return {"status": "ok"}
+
+    async def _statuses(self, method: str) -> dict:
+        calls = {
+            "predictor": getattr(self._predictor, method).remote(),
+            "explainer": getattr(self._explainer, method).remote(),
+        }
+        results = {}
+        for name, call in calls.items():
+            try:
+                results[name] = await asyncio.wait_for(call, STATUS_TIMEOUT_S)
+            except Exception as exc:
+                results[name] = {"loaded": False, "last_error": f"{type(exc).__name__}: {exc}"[:300]}
+        return results
+
+    @api.get("/ready", summary="Models are loaded (which version, and whether the registry is reachable)")
+    async def ready(self, request: Request) -> JSONResponse:
+        parts = await self._statuses("status")
+        ready = all(part.get("loaded") for part in parts.values())
+        versions = {part.get("model_version") for part in parts.values()}
+        reachable = all(part.get("registry_reachable") is not False for part in parts.values())
+        if not ready:
+            detail = "no model loaded: " + "; ".join(str(p.get("last_error")) for p in parts.values())
+        elif not reachable:
+            detail = "model registry unreachable: serving the last good model"
+        elif len(versions) > 1:
+            detail = "swapping to a new model version"
+        else:
+            detail = "ready"
+        version = parts["predictor"].get("model_version")
+        request.state.model_version = version or "none"
+        body = {
+            "ready": ready,
+            "model_version": version,
+            "model_alias": self._settings.model_alias,
+            "registry_reachable": reachable,
+            "detail": detail,
+            **parts,
+        }
+        return JSONResponse(status_code=200 if ready else 503, content=body)
+
+    @api.post("/reload", summary="Check the model alias now and swap if it moved")
+    async def reload(self) -> dict:
+        # Reaches one replica of each deployment; the others pick the move up on their next poll.
+        parts = await self._statuses("reload")
+        return {"model_version": parts["predictor"].get("model_version"), **parts}
+
+    @api.get("/model", summary="Champion version, run, metrics, promotion history and drift reports")
+    async def model(self) -> dict:
+        now = time.monotonic()
+        if self._card and now - self._card[0] < MODEL_CARD_TTL_S:
+            return self._card[1]
+        served = (await self._statuses("status"))["predictor"]
+        try:
+            card = await asyncio.to_thread(model_card, self._settings, served)
+        except Exception as exc:
+            return {
+                "model_name": self._settings.model_name,
+                "model_alias": self._settings.model_alias,
+                "registry_available": False,
+                "registry_error": f"{type(exc).__name__}: {exc}"[:300],
+                "served": served,
+            }
+        self._card = (now, card)
+        return card
+
+
+def build_app(args: dict | None = None):
+    """Serve application builder: ``args`` (from serve_config.yaml) override RAYESTATE_* settings."""
+    settings = load_settings(**(args or {}))
+    return Api.bind(Predictor.bind(settings), Explainer.bind(settings), settings)
+
+
+app = build_app()

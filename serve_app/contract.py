@@ -1,0 +1,110 @@
+"""The HTTP contract's bodies (request and response models) and the JSON shape of errors.
+
+The request listing itself is :class:`rayestate.schema.Listing`, shared with the UI and jobs.
+Field names here are public API: the UI and users depend on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from rayestate.schema import Listing
+
+LISTINGS = TypeAdapter(list[Listing])
+
+
+class PredictResponse(BaseModel):
+    price: float = Field(description="Predicted price in US dollars")
+    model_version: str
+    model_alias: str
+    request_id: str
+    warnings: list[str] = Field(description="What the model could not use as given (e.g. an unseen zip code)")
+
+
+class BatchRequest(BaseModel):
+    listings: list[dict[str, Any]] = Field(
+        description="Listings to price (each one a Listing object); rows are validated one by one",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/Listing"}},
+    )
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class RowError(BaseModel):
+    index: int = Field(description="Position of the bad listing in the request")
+    detail: list[FieldError]
+
+
+class RowWarnings(BaseModel):
+    index: int
+    warnings: list[str]
+
+
+class BatchResponse(BaseModel):
+    prices: list[float | None] = Field(description="One price per listing, null where the listing was rejected")
+    errors: list[RowError] = Field(description="Rejected listings by index; the other rows are still priced")
+    warnings: list[RowWarnings]
+    model_version: str | None
+    model_alias: str
+    request_id: str
+
+
+class Contribution(BaseModel):
+    feature: str
+    label: str
+    value: float | str | None = Field(description="The feature's value as the model saw it")
+    shap: float = Field(description="Exact TreeSHAP value in log-price space")
+
+
+class DollarEffect(BaseModel):
+    feature: str
+    label: str
+    dollars: float = Field(description="Share of price - base_price; these add up exactly to it")
+    factor: float = Field(description="exp(shap): the feature's exact multiplicative effect on the price")
+
+
+class ExplainResponse(BaseModel):
+    price: float
+    log_price: float = Field(description="The model's output; equals base_value + sum(shap)")
+    base_value: float = Field(description="Expected log price over the training data (SHAP base value)")
+    base_price: float = Field(description="exp(base_value), the dollar starting point of dollar_effects")
+    output_space: Literal["log_price"]
+    contributions: list[Contribution]
+    dollar_effects: list[DollarEffect]
+    model_version: str
+    model_alias: str
+    request_id: str
+    warnings: list[str]
+
+
+def field_errors(exc: ValidationError | Any, *, drop_prefix: int = 0) -> list[dict]:
+    """Pydantic errors as JSON-safe dicts; the offending input is left out (it may be NaN or huge)."""
+    errors = []
+    for error in exc.errors():
+        loc = list(error.get("loc", ()))[drop_prefix:]
+        errors.append({"loc": loc, "msg": str(error.get("msg", "invalid value")), "type": str(error.get("type"))})
+    return errors
+
+
+def listing_columns(listings: list[Listing]) -> dict[str, list]:
+    """Validated listings as columns: one list per field (pickles far smaller than 1,000 dicts)."""
+    return {name: [getattr(listing, name) for listing in listings] for name in Listing.model_fields}
+
+
+def validate_listings(rows: list[Any]) -> tuple[list[tuple[int, Listing]], list[dict]]:
+    """Validate each row on its own: (index, listing) for good rows, {index, detail} for bad ones."""
+    try:
+        return list(enumerate(LISTINGS.validate_python(rows))), []
+    except ValidationError as exc:
+        bad: dict[int, list[dict]] = {}
+        for error in field_errors(exc):
+            index = error["loc"][0]
+            bad.setdefault(index, []).append({**error, "loc": error["loc"][1:]})
+    good = [(i, Listing.model_validate(row)) for i, row in enumerate(rows) if i not in bad]
+    return good, [{"index": i, "detail": detail} for i, detail in sorted(bad.items())]

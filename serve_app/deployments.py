@@ -1,0 +1,94 @@
+"""The model deployments: a predictor and an explainer, each scaling on its own.
+
+Explaining (TreeSHAP) costs far more than predicting, so they are separate deployments with
+their own replicas, autoscaling and batch sizes (all set in serve_config.yaml). Both batch
+concurrent single-listing requests with ``@serve.batch``: the feature transform costs about
+the same for 1 row as for 32, so batching is where the throughput comes from.
+
+The model source is injected (``model_loader``, default: the MLflow registry by alias), so
+tests can build these classes without MLflow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from rayestate.settings import Settings
+from serve_app.inference import explain_rows, predict_rows
+from serve_app.metrics import reload_counter
+from serve_app.served_model import MlflowModelSource, ModelLoader, ServedModel
+
+
+class ModelReplica:
+    """Lifecycle shared by both deployments: load at start, poll the alias, swap, report."""
+
+    batch_method = ""
+
+    async def __init__(self, settings: Settings, model_loader: ModelLoader = MlflowModelSource):
+        self._settings = settings
+        self._poll_s = settings.reload_poll_s
+        self._served = ServedModel(model_loader(settings), on_swap=self._count_swap)
+        await self._served.wait_until_loaded(timeout_s=settings.model_load_timeout_s)
+        self._watcher = asyncio.get_running_loop().create_task(self._served.poll(lambda: self._poll_s))
+
+    @staticmethod
+    def _count_swap(_previous: str, version: str) -> None:
+        reload_counter().inc(tags={"model_version": version})
+
+    async def reconfigure(self, config: dict) -> None:
+        """Apply user_config from serve_config.yaml: batch sizes and poll interval, no restart."""
+        batched = getattr(self, self.batch_method)
+        if "max_batch_size" in config:
+            batched.set_max_batch_size(int(config["max_batch_size"]))
+        if "batch_wait_timeout_s" in config:
+            batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+        self._poll_s = float(config.get("reload_poll_s", self._settings.reload_poll_s))
+
+    async def reload(self) -> dict:
+        """Check the alias now (POST /reload); returns this replica's status."""
+        await self._served.refresh()
+        return self.status()
+
+    def status(self) -> dict:
+        return self._served.status()
+
+    def check_health(self) -> None:
+        if self._served.current is None:
+            raise RuntimeError("no model loaded")
+
+
+@serve.deployment(name="Predictor")
+class Predictor(ModelReplica):
+    batch_method = "predict"
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def predict(self, rows: list[dict]) -> list[dict]:
+        """One raw listing row per caller; concurrent callers share one model call."""
+        loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
+        prices, warnings = predict_rows(loaded.model, rows)
+        return [
+            {"price": price, "warnings": warning, "model_version": loaded.version}
+            for price, warning in zip(prices, warnings, strict=True)
+        ]
+
+    async def predict_many(self, columns: dict[str, list]) -> dict:
+        """A whole /predict/batch request (validated listings as columns) in one model call."""
+        loaded = self._served.current
+        prices, warnings = predict_rows(loaded.model, columns)
+        return {"prices": prices, "warnings": warnings, "model_version": loaded.version}
+
+
+@serve.deployment(name="Explainer")
+class Explainer(ModelReplica):
+    batch_method = "explain"
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def explain(self, rows: list[dict]) -> list[dict]:
+        """Exact TreeSHAP for one raw listing row per caller, batched."""
+        loaded = self._served.current
+        results = explain_rows(loaded.model, rows)
+        for result in results:
+            result["model_version"] = loaded.version
+        return results

@@ -1,0 +1,190 @@
+"""The HTTP contract of the running Serve app (real Ray Serve, real MLflow, real HTTP on loopback)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+LISTING = {
+    "bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas", "city": "Austin",
+    "zip_code": "21000", "status": "for_sale", "prev_sold_date": "2015-06-01",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def api(serve_app_url):
+    with httpx.Client(base_url=serve_app_url, timeout=60) as client:
+        yield client
+
+
+def served_version(api) -> str:
+    return api.get("/ready").json()["model_version"]
+
+
+def assert_json_error(response, status: int) -> list | str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert "Traceback" not in response.text
+    return response.json()["detail"]
+
+
+def test_predict_returns_the_contract_fields(api, champion):
+    response = api.post("/predict", json=LISTING)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"price", "model_version", "model_alias", "request_id", "warnings"}
+    assert body["price"] > 0 and math.isfinite(body["price"])
+    assert body["model_alias"] == "champion"
+    assert body["model_version"] == served_version(api)
+    assert body["request_id"]
+    assert body["warnings"] == []
+
+
+def test_unknown_state_zip_and_city_are_priced_with_warnings(api):
+    response = api.post("/predict", json={**LISTING, "state": "Atlantis", "zip_code": "00999", "city": "Nowhere"})
+    assert response.status_code == 200, response.text
+    warnings = " ".join(response.json()["warnings"])
+    assert "Atlantis" in warnings and "00999" in warnings and "Nowhere" in warnings
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("bed", 10_000), ("house_size", -5), ("acre_lot", -1), ("zip_code", "12ab"), ("status", "stolen")],
+)
+def test_impossible_values_are_rejected_with_the_field_named(api, field, value):
+    detail = assert_json_error(api.post("/predict", json={**LISTING, field: value}), 422)
+    assert detail[0]["loc"][-1] == field
+
+
+def test_missing_required_field_is_named(api):
+    listing = {k: v for k, v in LISTING.items() if k != "house_size"}
+    detail = assert_json_error(api.post("/predict", json=listing), 422)
+    assert detail[0]["loc"][-1] == "house_size" and detail[0]["type"] == "missing"
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_json_numbers_are_a_clear_422(api, token):
+    body = json.dumps(LISTING).replace('"bed": 3', f'"bed": {token}')
+    response = api.post("/predict", content=body, headers={"content-type": "application/json"})
+    detail = assert_json_error(response, 422)
+    assert detail[0]["loc"][-1] == "bed" and detail[0]["type"] == "finite_number"
+
+
+def test_malformed_json_is_a_422(api):
+    response = api.post("/predict", content=b'{"bed": 3,', headers={"content-type": "application/json"})
+    assert assert_json_error(response, 422)[0]["type"] == "json_invalid"
+
+
+def test_oversized_body_is_refused_with_413(api):
+    response = api.post("/predict", content=b" " * (17 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert "exceeds" in assert_json_error(response, 413)
+
+
+def test_batch_prices_good_rows_and_reports_bad_ones_by_index(api):
+    listings = [LISTING, {**LISTING, "bed": -2}, {**LISTING, "house_size": 2500}, {"state": "Ohio"}, LISTING]
+    response = api.post("/predict/batch", json={"listings": listings})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    prices = body["prices"]
+    assert len(prices) == 5
+    assert prices[1] is None and prices[3] is None
+    assert all(p > 0 for p in (prices[0], prices[2], prices[4]))
+    assert prices[0] == pytest.approx(prices[4])
+    assert [e["index"] for e in body["errors"]] == [1, 3]
+    assert body["errors"][0]["detail"][0]["loc"] == ["bed"]
+    single = api.post("/predict", json=LISTING).json()["price"]
+    assert prices[0] == pytest.approx(single, rel=1e-9)
+    assert body["model_version"] == served_version(api)
+
+
+def test_batch_over_the_configured_maximum_is_413(api):
+    listing = {"bed": 1, "bath": 1, "acre_lot": 0, "house_size": 500, "state": "Ohio"}
+    detail = assert_json_error(api.post("/predict/batch", json={"listings": [listing] * 10_001}), 413)
+    assert "10000" in detail
+
+
+def test_batch_that_is_not_a_list_is_a_422(api):
+    assert_json_error(api.post("/predict/batch", json={"listings": {"bed": 1}}), 422)
+
+
+def test_explain_is_exact_and_additive(api):
+    response = api.post("/explain", json=LISTING)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["output_space"] == "log_price"
+    assert {"price", "base_value", "contributions", "dollar_effects", "model_version"} <= set(body)
+    shap_sum = math.fsum(c["shap"] for c in body["contributions"])
+    assert body["base_value"] + shap_sum == pytest.approx(math.log(body["price"]), abs=1e-4)
+    assert body["log_price"] == pytest.approx(math.log(body["price"]), abs=1e-9)
+    dollars = math.fsum(e["dollars"] for e in body["dollar_effects"])
+    assert body["base_price"] + dollars == pytest.approx(body["price"], rel=1e-4)
+    assert body["base_price"] == pytest.approx(math.exp(body["base_value"]))
+    assert {c["feature"] for c in body["contributions"]} == {e["feature"] for e in body["dollar_effects"]}
+    house = next(c for c in body["contributions"] if c["feature"] == "house_size")
+    assert house["value"] == 1500
+    predicted = api.post("/predict", json=LISTING).json()
+    assert body["price"] == pytest.approx(predicted["price"], rel=1e-9)
+    assert body["model_version"] == predicted["model_version"]
+
+
+def test_explain_validates_like_predict(api):
+    detail = assert_json_error(api.post("/explain", json={**LISTING, "bath": -1}), 422)
+    assert detail[0]["loc"][-1] == "bath"
+
+
+def test_health_and_ready(api, champion):
+    assert api.get("/health").json() == {"status": "ok"}
+    ready = api.get("/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] is True and body["registry_reachable"] is True
+    assert body["predictor"]["model_name"] == champion.name
+    assert body["explainer"]["model_version"] == body["model_version"]
+
+
+def test_model_card_reads_the_registry(api, champion):
+    body = api.get("/model").json()
+    assert body["registry_available"] is True
+    assert body["model_name"] == champion.name and body["model_alias"] == "champion"
+    assert body["champion"]["version"] == served_version(api)
+    assert body["champion"]["run_id"] and body["champion"]["trained_at"]
+    assert body["champion"]["metrics"]["val_mdape"] == pytest.approx(0.12)
+    history = {h["version"]: h for h in body["promotion_history"]}
+    assert history[champion.version]["tags"]["decision"] == "promoted"
+    assert "champion" in history[body["champion"]["version"]]["aliases"]
+    assert isinstance(body["drift_reports"], list)
+    assert body["drift_reports"] or body["drift_note"]
+    assert {f["name"] for f in body["features"]} >= {"house_size", "te_zip"}
+
+
+def test_openapi_docs_describe_the_contract(api):
+    assert api.get("/docs").status_code == 200
+    paths = api.get("/openapi.json").json()["paths"]
+    assert {"/predict", "/predict/batch", "/explain", "/health", "/ready", "/model", "/reload"} <= set(paths)
+
+
+def test_unknown_routes_and_methods_are_json_errors(api):
+    assert assert_json_error(api.get("/nope"), 404)
+    assert assert_json_error(api.get("/predict"), 405)
+
+
+def test_autoscaling_config_is_deployed_as_configured(dashboard_url, serve_app_url):
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    from serve_app.deploy import load_config
+
+    wanted = {d["name"]: d for d in load_config()["applications"][0]["deployments"]}
+    details = ServeSubmissionClient(dashboard_url).get_serve_details()
+    deployments = details["applications"]["rayestate"]["deployments"]
+    for name, spec in wanted.items():
+        deployed = deployments[name]["deployment_config"]
+        assert deployed["max_ongoing_requests"] == spec["max_ongoing_requests"]
+        for key, value in spec["autoscaling_config"].items():
+            assert deployed["autoscaling_config"][key] == value
+        if "user_config" in spec:
+            assert deployed["user_config"]["max_batch_size"] == spec["user_config"]["max_batch_size"]

@@ -1,0 +1,173 @@
+"""Model lifecycle on the running Serve app: hot swaps under load, MLflow outages, no-model replicas."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from conftest import BIN, free_port, stop_process, wait_http
+from mlflow.tracking import MlflowClient
+from serve_fixtures import serve_test_config
+
+from serve_app.deploy import deploy_config, wait_ready
+from serve_app.sample_model import register_champion, synthetic_listings, train_price_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+LISTING = {"bed": 4, "bath": 3, "acre_lot": 0.3, "house_size": 2400, "state": "Florida", "city": "Tampa"}
+
+
+class LoadGenerator:
+    """Closed-loop clients hammering /predict and /explain; records every response."""
+
+    def __init__(self, url: str, clients: int = 6):
+        self.url, self.clients = url, clients
+        self.stop = threading.Event()
+        self.results: list[tuple[float, str, int, str | None]] = []  # (time, path, status, version)
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
+
+    def _run(self, index: int) -> None:
+        path = "/explain" if index % 3 == 0 else "/predict"
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self.stop.is_set():
+                try:
+                    response = client.post(path, json=LISTING)
+                    version = response.json().get("model_version") if response.status_code == 200 else None
+                    record = (time.monotonic(), path, response.status_code, version)
+                except httpx.HTTPError as exc:
+                    record = (time.monotonic(), path, 0, None)
+                    self.errors.append(repr(exc))
+                with self._lock:
+                    self.results.append(record)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
+
+
+def wait_for_version(url: str, version: str, *, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{url}/ready", timeout=30).json()
+        if body["predictor"].get("model_version") == version and body["explainer"].get("model_version") == version:
+            return body
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not move to version {version}: {body}")
+
+
+def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
+    client = MlflowClient(tracking_uri=champion.tracking_uri)
+    start_version = wait_ready(serve_app_url)["model_version"]
+    frame = synthetic_listings(2500, seed=7)
+    challenger = register_champion(
+        champion.tracking_uri, train_price_model(frame, rounds=40, seed=7), frame, name=champion.name,
+        alias="challenger", tags={"decision": "promoted", "reason": "hot swap test"},
+    )  # fmt: skip
+    try:
+        with LoadGenerator(serve_app_url) as load:
+            time.sleep(3)
+            client.set_registered_model_alias(champion.name, "champion", challenger)
+            reload = httpx.post(f"{serve_app_url}/reload", timeout=60)
+            assert reload.status_code == 200 and reload.json()["model_version"] == challenger
+            wait_for_version(serve_app_url, challenger)
+            switched_at = time.monotonic()
+            time.sleep(3)
+            # Back to the original version without /reload: the replicas' alias polling must find it.
+            client.set_registered_model_alias(champion.name, "champion", start_version)
+            wait_for_version(serve_app_url, start_version)
+            time.sleep(2)
+    finally:
+        client.set_registered_model_alias(champion.name, "champion", start_version)
+
+    statuses = Counter(status for _, _, status, _ in load.results)
+    assert load.errors == [] and set(statuses) == {200}, (statuses, load.errors[:3])
+    versions = Counter(version for _, _, _, version in load.results)
+    assert versions[start_version] > 0 and versions[challenger] > 0, versions
+    settled = [v for t, path, _, v in load.results if switched_at < t < switched_at + 3]
+    assert settled and set(settled) == {challenger}
+    assert {path for _, path, _, _ in load.results} == {"/predict", "/explain"}
+
+
+@contextmanager
+def own_mlflow_server(tmp_path):
+    """A second real MLflow server that this test may stop (the session one is shared)."""
+    port = free_port()
+    log = (tmp_path / "mlflow.log").open("w")
+    process = subprocess.Popen(
+        [
+            str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--artifacts-destination", str(tmp_path / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", timeout=120, process=process)
+        yield uri, process
+    finally:
+        stop_process(process)
+        log.close()
+
+
+def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
+    serve_app_url, serve_http_port, dashboard_url, champion, tmp_path
+):
+    from ray import serve
+
+    dead_uri = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    with own_mlflow_server(tmp_path) as (uri, process):
+        frame = synthetic_listings(1500, seed=11)
+        version = register_champion(uri, train_price_model(frame, rounds=20), frame, name="outage-model")
+        extra_apps = {
+            "outage": {"mlflow_tracking_uri": uri, "model_name": "outage-model"},
+            "nomodel": {"mlflow_tracking_uri": dead_uri, "model_load_timeout_s": 5},
+        }
+        deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port, poll_s=1, extra_apps=extra_apps))
+        try:
+            outage_url = f"{serve_app_url}/outage"
+            assert wait_ready(outage_url)["model_version"] == version
+            before = httpx.post(f"{outage_url}/predict", json=LISTING, timeout=60).json()
+
+            stop_process(process)  # MLflow goes away
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                ready = httpx.get(f"{outage_url}/ready", timeout=30)
+                if not ready.json()["registry_reachable"]:
+                    break
+                time.sleep(1)
+            assert ready.status_code == 200, ready.text
+            body = ready.json()
+            assert body["ready"] is True and body["registry_reachable"] is False
+            assert body["model_version"] == version and "unreachable" in body["detail"]
+            assert "still serving version" in body["predictor"]["last_error"]
+            for _ in range(5):
+                after = httpx.post(f"{outage_url}/predict", json=LISTING, timeout=60)
+                assert after.status_code == 200 and after.json()["price"] == pytest.approx(before["price"])
+            assert httpx.post(f"{outage_url}/explain", json=LISTING, timeout=60).status_code == 200
+            card = httpx.get(f"{outage_url}/model", timeout=60).json()
+            assert card["registry_available"] is False and card["served"]["model_version"] == version
+
+            # A replica that cannot load any model never becomes ready and gets no traffic.
+            nomodel = httpx.post(f"{serve_app_url}/nomodel/predict", json=LISTING, timeout=60)
+            assert nomodel.status_code != 200
+            status = serve.status().applications["nomodel"]
+            assert status.status != "RUNNING"
+            assert status.deployments["Predictor"].status != "HEALTHY"
+        finally:
+            deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port))
+    # the main app was never disturbed
+    assert httpx.post(f"{serve_app_url}/predict", json=LISTING, timeout=60).status_code == 200

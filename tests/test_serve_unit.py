@@ -1,0 +1,264 @@
+"""Unit tests of the Serve app's pure parts: inference maths, validation, model swaps, config."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from ray.serve.config import AutoscalingConfig
+from ray.serve.schema import ServeDeploySchema
+
+from rayestate.mlflow_model import LoadedModel
+from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, Listing
+from serve_app.contract import validate_listings
+from serve_app.deploy import adapt_config, load_config
+from serve_app.http_guard import endpoint_label
+from serve_app.inference import dollar_effects, explain_rows, predict_rows
+from serve_app.sample_model import synthetic_listings, train_price_model
+from serve_app.served_model import ServedModel
+
+LISTING = {"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas", "city": "Austin"}
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    frame = synthetic_listings(1500, seed=3)
+    return train_price_model(frame, rounds=30, max_depth=4), frame
+
+
+def raw_row(**overrides) -> dict:
+    return Listing.model_validate({**LISTING, **overrides}).to_raw_row()
+
+
+# --- explanations -------------------------------------------------------------------------
+
+
+def test_dollar_effects_add_up_to_the_price_and_keep_signs():
+    shap = {"a": 0.3, "b": -0.1, "c": 0.05}
+    base = 12.0
+    effects = dollar_effects(base, shap)
+    price = math.exp(base + sum(shap.values()))
+    assert math.fsum(e["dollars"] for e in effects) == pytest.approx(price - math.exp(base), rel=1e-12)
+    for effect in effects:
+        assert np.sign(effect["dollars"]) == np.sign(shap[effect["feature"]])
+        assert effect["factor"] == pytest.approx(math.exp(shap[effect["feature"]]))
+
+
+def test_dollar_effects_when_shap_values_cancel_out():
+    effects = dollar_effects(11.0, {"a": 0.2, "b": -0.2})
+    assert math.fsum(e["dollars"] for e in effects) == pytest.approx(0.0, abs=1e-6)
+    assert effects[0]["dollars"] == pytest.approx(0.2 * math.exp(11.0))
+
+
+def test_explanations_are_additive_in_log_space_and_in_dollars(small_model):
+    model, frame = small_model
+    rows = frame.drop(columns=["price"]).head(25).to_dict("records")
+    for result in explain_rows(model, rows):
+        shap_sum = math.fsum(c["shap"] for c in result["contributions"])
+        assert result["base_value"] + shap_sum == pytest.approx(result["log_price"], abs=1e-4)
+        assert math.log(result["price"]) == pytest.approx(result["log_price"], abs=1e-9)
+        dollars = math.fsum(e["dollars"] for e in result["dollar_effects"])
+        assert result["base_price"] + dollars == pytest.approx(result["price"], rel=1e-4)
+        assert result["output_space"] == "log_price"
+
+
+def test_explain_and_predict_agree(small_model):
+    model, frame = small_model
+    rows = frame.drop(columns=["price"]).head(10).to_dict("records")
+    prices, _ = predict_rows(model, rows)
+    explained = [r["price"] for r in explain_rows(model, rows)]
+    assert explained == pytest.approx(prices, rel=1e-9)
+
+
+def test_unseen_state_zip_and_city_are_priced_with_warnings(small_model):
+    model, _ = small_model
+    prices, warnings = predict_rows(model, [raw_row(state="Narnia", zip_code="99999", city="Oz"), raw_row()])
+    assert all(math.isfinite(p) and p > 0 for p in prices)
+    assert any("Narnia" in w for w in warnings[0])
+    assert any("99999" in w for w in warnings[0])
+    assert any("Oz" in w for w in warnings[0])
+    assert warnings[1] == []
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def test_batch_validation_reports_bad_rows_by_index():
+    rows = [LISTING, {**LISTING, "bed": -1}, LISTING, {"state": "Ohio"}, {**LISTING, "house_size": float("nan")}]
+    good, errors = validate_listings(rows)
+    assert [i for i, _ in good] == [0, 2]
+    assert [e["index"] for e in errors] == [1, 3, 4]
+    assert errors[0]["detail"][0]["loc"] == ["bed"]
+    assert {d["loc"][0] for d in errors[1]["detail"]} == {"bed", "bath", "acre_lot", "house_size"}
+    assert errors[2]["detail"][0]["type"] == "finite_number"
+
+
+valid_listings = st.fixed_dictionaries(
+    {
+        "bed": st.integers(0, MAX_BED),
+        "bath": st.floats(0, MAX_BATH, allow_nan=False),
+        "acre_lot": st.floats(0, 1000, allow_nan=False),
+        "house_size": st.floats(MIN_HOUSE_SIZE, MAX_HOUSE_SIZE, allow_nan=False),
+        "state": st.sampled_from(STATES) | st.text(min_size=2, max_size=40).filter(lambda s: len(s.strip()) >= 2),
+    },
+    optional={
+        "status": st.sampled_from(["for_sale", "sold", "ready_to_build"]),
+        "city": st.text(max_size=80),
+        "zip_code": st.integers(0, 99_999) | st.from_regex(r"\A\d{3,5}\Z"),
+        "prev_sold_date": st.dates().map(lambda d: d.strftime("%Y-%m-%d")).filter(lambda s: len(s) == 10),
+        "brokered_by": st.floats(0, 1e9, allow_nan=False),
+    },
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(valid_listings)
+def test_any_plausible_listing_is_accepted_and_becomes_a_raw_row(listing):
+    row = Listing.model_validate(listing).to_raw_row()
+    assert row["price"] is None
+    assert row["bed"] == listing["bed"]
+    if "zip_code" in listing:
+        assert row["zip_code"] == float(int(listing["zip_code"]))
+
+
+impossible = st.sampled_from(
+    [
+        ("bed", -1), ("bed", 10_000), ("bath", -0.5), ("acre_lot", -3), ("house_size", 0),
+        ("house_size", 10_000_000), ("bed", float("nan")), ("house_size", float("inf")),
+        ("acre_lot", float("-inf")), ("zip_code", "ABCDE"), ("zip_code", -5), ("zip_code", 1.5),
+        ("prev_sold_date", "yesterday"), ("status", "stolen"), ("state", "X"), ("city", "x" * 81),
+        ("bed", "three"), ("bed", True and "many"), ("street", -1.0), ("brokered_by", 1e12),
+    ]
+)  # fmt: skip
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(valid_listings, impossible)
+def test_impossible_values_are_rejected_naming_the_field(listing, bad):
+    field, value = bad
+    with pytest.raises(ValidationError) as error:
+        Listing.model_validate({**listing, field: value})
+    assert field in {str(e["loc"][0]) for e in error.value.errors()}
+
+
+@settings(max_examples=50, deadline=None)
+@given(valid_listings, st.text(min_size=1, max_size=20).filter(lambda k: k not in Listing.model_fields))
+def test_unknown_fields_are_rejected(listing, key):
+    with pytest.raises(ValidationError):
+        Listing.model_validate({**listing, key: 1})
+
+
+# --- model lifecycle ----------------------------------------------------------------------
+
+
+class RegistryDouble:
+    """In-memory stand-in for the registry (unit test of the swap logic; integration tests use MLflow)."""
+
+    alias = "champion"
+
+    def __init__(self, models: dict[str, LoadedModel], version: str):
+        self.models, self.version, self.down, self.loads = models, version, False, 0
+
+    def current_version(self) -> str:
+        if self.down:
+            raise ConnectionError("registry is down")
+        return self.version
+
+    def load(self, version: str) -> LoadedModel:
+        self.loads += 1
+        return self.models[version]
+
+
+def loaded(model, version: str) -> LoadedModel:
+    return LoadedModel(model=model, name="m", version=version, run_id=f"run{version}", alias="champion")
+
+
+def test_swap_only_when_the_alias_moves_and_keep_the_last_good_model(small_model):
+    model, _ = small_model
+    registry = RegistryDouble({"1": loaded(model, "1"), "2": loaded(model, "2")}, "1")
+    swaps = []
+    served = ServedModel(registry, on_swap=lambda old, new: swaps.append((old, new)))
+
+    async def scenario():
+        first = await served.wait_until_loaded(timeout_s=5)
+        assert first.version == "1"
+        assert await served.refresh() is False  # alias unchanged: nothing reloaded
+        registry.version = "2"
+        assert await served.refresh() is True
+        assert first.version == "1"  # the object an in-flight batch holds is untouched
+        registry.down = True
+        assert await served.refresh() is False
+        return served.status()
+
+    status = asyncio.run(scenario())
+    assert swaps == [("none", "1"), ("1", "2")]
+    assert registry.loads == 2
+    assert status["model_version"] == "2"
+    assert status["registry_reachable"] is False
+    assert "still serving version 2" in status["last_error"]
+
+
+def test_a_replica_that_cannot_load_any_model_fails_to_start():
+    registry = RegistryDouble({}, "1")
+    registry.down = True
+    served = ServedModel(registry)
+    with pytest.raises(RuntimeError, match="no model loaded"):
+        asyncio.run(served.wait_until_loaded(timeout_s=0.3, retry_s=0.1))
+    assert served.status()["loaded"] is False
+
+
+# --- configuration ------------------------------------------------------------------------
+
+
+def test_serve_config_is_a_valid_deploy_config_with_autoscaling_everywhere():
+    config = ServeDeploySchema.model_validate(load_config())
+    (app,) = config.applications
+    assert app.import_path == "serve_app.app:build_app"
+    assert app.args["model_alias"] == "champion"
+    assert {d.name for d in app.deployments} == {"Api", "Predictor", "Explainer"}
+    for deployment in app.deployments:
+        autoscaling = AutoscalingConfig.model_validate(deployment.autoscaling_config)
+        assert 1 <= autoscaling.min_replicas <= autoscaling.max_replicas
+        assert deployment.max_ongoing_requests >= autoscaling.target_ongoing_requests
+        if isinstance(deployment.user_config, dict):
+            assert deployment.max_ongoing_requests > deployment.user_config["max_batch_size"]
+
+
+def test_builder_args_are_settings_and_the_graph_builds():
+    from rayestate.settings import Settings
+    from serve_app.app import build_app
+
+    args = load_config()["applications"][0]["args"]
+    Settings(**args)  # every arg is a known, valid setting
+    assert build_app(args) is not None
+
+
+def test_adapted_config_only_changes_what_it_is_asked_to():
+    original = load_config()
+    adapted = adapt_config(original, port=1234, args={"model_name": "x"}, extra_apps={"down": {"model_name": "y"}})
+    assert adapted["http_options"]["port"] == 1234
+    assert [a["route_prefix"] for a in adapted["applications"]] == ["/", "/down"]
+    assert adapted["applications"][1]["args"]["model_name"] == "y"
+    assert original["applications"][0]["args"]["model_name"] == "rayestate-price"
+    ServeDeploySchema.model_validate(adapted)
+
+
+def test_metric_labels_are_bounded():
+    assert endpoint_label({"path": "/predict"}) == "/predict"
+    assert endpoint_label({"path": "/down/explain", "root_path": "/down"}) == "/explain"
+    assert endpoint_label({"path": "/wp-admin/../../etc"}) == "other"
+
+
+def test_columns_and_rows_give_the_same_prices(small_model):
+    from serve_app.contract import listing_columns
+
+    model, _ = small_model
+    listings = [Listing.model_validate({**LISTING, "zip_code": z, "bed": b}) for z, b in [("02101", 2), (None, 4)]]
+    by_rows, _ = predict_rows(model, [listing.to_raw_row() for listing in listings])
+    by_columns, _ = predict_rows(model, listing_columns(listings))
+    assert by_columns == pytest.approx(by_rows, rel=1e-12)

@@ -1,0 +1,70 @@
+"""Smoke test of the local stack lifecycle behind `make up` / `make down`.
+
+Starts the real Ray head, MLflow server and data API on their default loopback ports (the
+pipeline and Serve steps are covered by their own tests), checks that a second `up`
+reuses them, and that `down` stops exactly what `up` started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rayestate.stack import DASHBOARD_PORT, RAY_PORT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+RAYESTATE = str(Path(sys.executable).parent / "rayestate")
+PORTS = {"ray": DASHBOARD_PORT, "mlflow": 5000, "data-api": 8081}
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _rayestate(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAYESTATE_STATE_DIR": str(state_dir)}
+    return subprocess.run([RAYESTATE, *args], env=env, capture_output=True, text=True, timeout=500)
+
+
+@pytest.fixture
+def stack_state(tmp_path):
+    busy = [name for name, port in {**PORTS, "gcs": RAY_PORT}.items() if _port_open(port)]
+    if busy:
+        pytest.skip(f"default ports already in use by another stack: {busy}")
+    state = tmp_path / "state"
+    yield state
+    _rayestate(state, "down")
+
+
+def test_up_is_idempotent_and_down_stops_what_up_started(stack_state):
+    first = _rayestate(stack_state, "up", "--no-pipeline", "--no-serve")
+    assert first.returncode == 0, first.stdout + first.stderr
+    for name, port in PORTS.items():
+        assert _port_open(port), f"{name} is not listening on 127.0.0.1:{port}"
+    # Every URL is printed, and the job API refuses callers without the token.
+    for url in ("http://127.0.0.1:8265", "http://127.0.0.1:5000", "http://127.0.0.1:8081"):
+        assert url in first.stdout
+    assert httpx.get("http://127.0.0.1:8265/api/jobs/", timeout=5).status_code == 401
+    assert (Path.home() / ".ray" / "auth_token").stat().st_mode & 0o077 == 0
+
+    second = _rayestate(stack_state, "up", "--no-pipeline", "--no-serve")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("(reused)") == len(PORTS)
+
+    status = _rayestate(stack_state, "status")
+    assert all(f"{name:9} running" in status.stdout for name in PORTS), status.stdout
+
+    down = _rayestate(stack_state, "down")
+    assert down.returncode == 0, down.stderr
+    for name, port in PORTS.items():
+        assert not _port_open(port), f"{name} still listening on {port} after down"
+    again = _rayestate(stack_state, "down")
+    assert "nothing that `make up` started is running" in again.stdout
