@@ -39,7 +39,7 @@ WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 HEADLINE_CONCURRENCY = 16
 
 sys.path.insert(0, str(REPO))
-from serve_app.cluster_env import SERVE_RAY_ENV  # noqa: E402
+from serve_app.cluster_env import haproxy_ingress_env  # noqa: E402
 
 
 def free_port() -> int:
@@ -150,6 +150,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per measurement")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated connection counts")
     parser.add_argument("--train-rows", type=int, default=30_000)
+    parser.add_argument(
+        "--ingress", choices=("proxy", "haproxy"), default="proxy", help="Serve's Python proxy or HAProxy"
+    )
     parser.add_argument("--ray-env", action="append", default=[], help="extra KEY=VALUE for the Ray cluster")
     parser.add_argument("--serve-config", type=Path, default=REPO / "serve_app" / "serve_config.yaml")
     options = parser.parse_args()
@@ -157,7 +160,12 @@ def main() -> None:
     report_to, sys.stdout = sys.stdout, sys.stderr  # MLflow and Ray print progress; stdout is the JSON only
 
     root = Path(tempfile.mkdtemp(prefix="rayestate-serve-bench-"))
-    ray_env = {**SERVE_RAY_ENV, **dict(item.split("=", 1) for item in options.ray_env)}
+    ray_env = (
+        haproxy_ingress_env(root, stats_port=free_port(), metrics_port=free_port())
+        if options.ingress == "haproxy"
+        else {}
+    )
+    ray_env.update(item.split("=", 1) for item in options.ray_env)
     processes: list[subprocess.Popen] = []
     load_before = os.getloadavg()
     try:
@@ -254,6 +262,7 @@ def main() -> None:
                 "max_depth": 7,
                 "duration_s": options.duration,
                 "rounds": options.rounds,
+                "ingress": options.ingress,
                 "ray_env": ray_env,
                 "serve_config": str(options.serve_config.relative_to(REPO)),
             },

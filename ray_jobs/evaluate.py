@@ -95,6 +95,7 @@ def compare(champion: PriceModel, challenger: PriceModel, df: pd.DataFrame, sett
         champion_log, challenger_log, log_true, samples=settings.bootstrap_samples, seed=settings.seed
     )
     margin = settings.promotion_min_improvement
+    bound = f"-{margin:g}" if margin else "0"
     numbers = {
         "rows": float(len(df)),
         "champion_mae_log": float(np.mean(np.abs(champion_log - log_true))),
@@ -109,9 +110,9 @@ def compare(champion: PriceModel, challenger: PriceModel, df: pd.DataFrame, sett
     }
     interval = f"mean change in absolute log error {mean:+.4f}, {CONFIDENCE:.0%} CI [{low:+.4f}, {high:+.4f}] on {len(df):,} held-out rows"
     if high < -margin:
-        return Decision(True, f"challenger is better: {interval}, entirely below -{margin:g}", numbers)
+        return Decision(True, f"challenger is better: {interval}, entirely below {bound}", numbers)
     if low > 0:
         return Decision(False, f"challenger is worse: {interval}", numbers)
     return Decision(
-        False, f"no improvement beyond noise: {interval}; promotion needs the upper bound below -{margin:g}", numbers
+        False, f"no improvement beyond noise: {interval}; promotion needs the upper bound below {bound}", numbers
     )

@@ -107,6 +107,7 @@ def pipeline_history(settings: Settings, limit: int = 50) -> list[dict]:
 def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> PipelineResult:
     """One full run; see the module docstring. Raises on real failures (the job then fails)."""
     from ray_jobs import drift, registry
+    from ray_jobs.train import train_and_decide
 
     connect_ray(settings)
     client = registry.connect(settings)  # fails fast, naming the URI, when MLflow is unreachable
@@ -144,7 +145,7 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
             registry.log_drift(report)
         if retrain:
             print(f"[pipeline] retraining: {reason}", flush=True)
-            decision = registry.train_and_decide(client, settings, run_key, records, champion)
+            decision = train_and_decide(client, settings, run_key, records, champion)
             result.outcome, result.reason = decision.outcome, decision.reason
             result.model_version, result.metrics = decision.version, decision.metrics
         else:

@@ -115,12 +115,12 @@ def pipeline_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """The pipeline's MLflow run (the active run inside the block; trials nest under it).
 
-    Points the process-global MLflow URIs at the settings' server for the block (fluent APIs
-    such as log_model need them) and restores them afterwards.
+    Points the process-global tracking URI at the settings' server for the block (fluent APIs
+    such as log_model need it) and restores it afterwards. The global registry URI is left
+    unset on purpose: unset, every client follows its own tracking URI.
     """
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     try:
         with unavailable_as_error(settings, "starting the pipeline run"):
             experiment = mlflow.set_experiment(settings.mlflow_experiment)
@@ -138,8 +138,7 @@ def pipeline_run(
             raise
         mlflow.end_run("FINISHED")
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        mlflow.set_tracking_uri(previous)
 
 
 def log_outcome(outcome: str, reason: str) -> None:
@@ -295,7 +294,10 @@ def promotion_history(settings: Settings, *, client: MlflowClient | None = None,
                 "registration": tags.get(REGISTRATION_TAG),
                 "training_batches": json.loads(tags.get(BATCHES_TAG, "[]")),
                 "aliases": sorted(by_version.get(str(version.version), [])),
-                **decision,
+                "decision": decision["outcome"],
+                "reason": decision["reason"],
+                "numbers": decision["numbers"],
+                "metrics": decision["metrics"],
             }
         )
     return sorted(history, key=lambda h: -int(h["version"]))

@@ -69,15 +69,18 @@ def train_and_decide(
         f"[train] {len(splits.train):,} train / {len(splits.valid):,} valid / {len(splits.test):,} test rows",
         flush=True,
     )
-    if existing is not None:
-        with registry.unavailable_as_error(settings, f"loading model version {existing.version}"):
-            model = load_model_version(client, settings.model_name, str(existing.version)).model
-    else:
+    model = None  # a version registered by a crashed run is decided on as it is, not retrained
+    if existing is None:
         result = tune_model(splits.train, splits.valid, settings, mlflow_parent_run_id=mlflow.active_run().info.run_id)
         with registry.unavailable_as_error(settings, "logging the search results"):
             mlflow.log_params({f"best.{k}": v for k, v in result.config.items()} | {"best.rounds": result.best_rounds})
-            mlflow.log_metrics({"tune_seconds": result.tune_seconds, "tune_trials": result.num_trials,
-                                "best_valid_rmse": result.best_valid_rmse})  # fmt: skip
+            mlflow.log_metrics(
+                {
+                    "tune_seconds": result.tune_seconds,
+                    "tune_trials": result.num_trials,
+                    "best_valid_mae_log": result.best_valid_mae,
+                }
+            )
         model = refit(pd.concat([splits.train, splits.valid]), result, seed=settings.seed, nthread=os.cpu_count())
         model.meta["training_batches"] = batches
     return register_and_decide(
@@ -88,23 +91,35 @@ def train_and_decide(
 def register_and_decide(
     client: MlflowClient,
     settings: Settings,
-    model: PriceModel,
+    model: PriceModel | None,
     test: pd.DataFrame,
     *,
     run_key: str,
     training_batches: list[str],
     champion: registry.ChampionInfo | None,
 ) -> TrainingOutcome:
-    """Evaluate, register (once per run key), compare with the champion, record the decision."""
+    """Evaluate, register (once per run key), compare with the champion, record the decision.
+
+    If ``run_key`` already has a version, that registered model is the one evaluated and
+    decided on (``model`` is ignored and may be None), so the decision always matches the
+    version it is recorded on.
+    """
+    with registry.unavailable_as_error(settings, "looking up the run's model version"):
+        version = registry.find_version(client, settings, run_key)
+        if version is not None:
+            if registry.recorded_decision(version) is not None:
+                return _finish_recorded(client, settings, version)
+            model = load_model_version(client, settings.model_name, str(version.version)).model
+    if model is None:
+        raise ValueError(f"no model given and no version registered under run key {run_key}")
     metrics = evaluate(model, test)
     print(f"[train] test MdAPE {metrics['mdape']:.3f}, R² (log) {metrics['r2_log']:.3f}", flush=True)
-    with registry.unavailable_as_error(settings, "registering the model"):
-        version = registry.register_model(
-            client, settings, model, run_key=run_key, input_example=test.drop(columns="price").head(5),
-            metrics=metrics, training_batches=training_batches,
-        )  # fmt: skip
-        if registry.recorded_decision(version) is not None:
-            return _finish_recorded(client, settings, version)
+    if version is None:
+        with registry.unavailable_as_error(settings, "registering the model"):
+            version = registry.register_model(
+                client, settings, model, run_key=run_key, input_example=test.drop(columns="price").head(5),
+                metrics=metrics, training_batches=training_batches,
+            )  # fmt: skip
     outcome, reason, numbers = _decide(client, settings, champion, model, test)
     with registry.unavailable_as_error(settings, f"recording the decision on version {version.version}"):
         registry.record_decision(client, settings, version, outcome, reason, numbers)

@@ -134,7 +134,7 @@ def ui_service(settings: Settings) -> Service:
         [
             str(BIN / "streamlit"), "run", str(REPO / "ui" / "app.py"),
             "--server.address", host, "--server.port", str(settings.ui_port),
-            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--server.headless", "true", "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
         ],
     )  # fmt: skip
 

@@ -37,9 +37,12 @@ from serve_app.deployments import Explainer, Predictor
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
 from serve_app.metrics import api_metrics
 from serve_app.model_card import model_card
+from serve_app.served_model import fail_fast_mlflow
 
 MODEL_CARD_TTL_S = 5.0
 STATUS_TIMEOUT_S = 10.0
+#: A model call that takes longer means no replica can take it (none loaded, all gone): say so.
+MODEL_CALL_TIMEOUT_S = 60.0
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 logger = logging.getLogger("ray.serve")
 
@@ -74,6 +77,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__})"})
 
 
+async def _answer(call, deployment: str):
+    """Await a DeploymentHandle call, turning "nobody answers" into a clear 503."""
+    try:
+        return await asyncio.wait_for(call, MODEL_CALL_TIMEOUT_S)
+    except TimeoutError:
+        raise HTTPException(503, f"the {deployment} did not answer within {MODEL_CALL_TIMEOUT_S:.0f}s") from None
+
+
 def _request_id(request: Request) -> str:
     given = request.headers.get("x-request-id", "")
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
@@ -88,12 +99,13 @@ class Api:
         self._explainer = explainer
         self._settings = settings
         self._card = None  # (monotonic time, card)
+        fail_fast_mlflow()  # /model reads the registry: a down MLflow must answer fast, not after retries
         set_max_body_bytes(settings.max_request_bytes)
 
     # --- predictions -------------------------------------------------------------------
     @api.post("/predict", response_model=PredictResponse, summary="Price one listing")
     async def predict(self, listing: Listing, request: Request) -> PredictResponse:
-        result = await self._predictor.predict.remote(listing.to_raw_row())
+        result = await _answer(self._predictor.predict.remote(listing.to_raw_row()), "predictor")
         request.state.model_version = result["model_version"]
         return PredictResponse(
             price=result["price"],
@@ -121,7 +133,8 @@ class Api:
         warnings = []
         version = None
         if good:
-            result = await self._predictor.predict_many.remote(listing_columns([listing for _, listing in good]))
+            columns = listing_columns([listing for _, listing in good])
+            result = await _answer(self._predictor.predict_many.remote(columns), "predictor")
             version = result["model_version"]
             request.state.model_version = version
             for (index, _), price, row_warnings in zip(good, result["prices"], result["warnings"], strict=True):
@@ -139,7 +152,7 @@ class Api:
 
     @api.post("/explain", response_model=ExplainResponse, summary="Price one listing and explain it (exact SHAP)")
     async def explain(self, listing: Listing, request: Request) -> ExplainResponse:
-        result = await self._explainer.explain.remote(listing.to_raw_row())
+        result = await _answer(self._explainer.explain.remote(listing.to_raw_row()), "explainer")
         request.state.model_version = result["model_version"]
         return ExplainResponse(**result, model_alias=self._settings.model_alias, request_id=_request_id(request))
 
@@ -148,7 +161,7 @@ class Api:
     async def health(self) -> dict:
         return {"status": "ok"}
 
-    async def _statuses(self, method: str) -> dict:
+    async def _statuses(self, method: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
         calls = {
             "predictor": getattr(self._predictor, method).remote(),
             "explainer": getattr(self._explainer, method).remote(),
@@ -156,7 +169,7 @@ class Api:
         results = {}
         for name, call in calls.items():
             try:
-                results[name] = await asyncio.wait_for(call, STATUS_TIMEOUT_S)
+                results[name] = await asyncio.wait_for(call, timeout_s)
             except Exception as exc:
                 results[name] = {"loaded": False, "last_error": f"{type(exc).__name__}: {exc}"[:300]}
         return results
@@ -190,7 +203,7 @@ class Api:
     @api.post("/reload", summary="Check the model alias now and swap if it moved")
     async def reload(self) -> dict:
         # Reaches one replica of each deployment; the others pick the move up on their next poll.
-        parts = await self._statuses("reload")
+        parts = await self._statuses("reload", MODEL_CALL_TIMEOUT_S)  # may download a new model
         return {"model_version": parts["predictor"].get("model_version"), **parts}
 
     @api.get("/model", summary="Champion version, run, metrics, promotion history and drift reports")

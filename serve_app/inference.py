@@ -33,20 +33,22 @@ XGB_THREADS = 1
 def row_warnings(model: PriceModel, raw: pd.DataFrame) -> list[list[str]]:
     """Per row, what the model could not use as given (unseen state, zip or city)."""
     known = model.transform.known(raw)
+    unseen_state = ~known["state"].to_numpy()
+    unseen_zip = ~known["zip"].to_numpy() & raw["zip_code"].notna().to_numpy()
+    unseen_city = ~known["city"].to_numpy() & raw["city"].notna().to_numpy()
     warnings: list[list[str]] = [[] for _ in range(len(raw))]
-    for i, (state, zip_code, city, seen) in enumerate(
-        zip(raw["state"], raw["zip_code"], raw["city"], known.itertuples(index=False), strict=True)
-    ):
-        if not seen.state:
+    for i in np.flatnonzero(unseen_state | unseen_zip | unseen_city):  # usually none: no per-row loop
+        state, zip_code, city = raw["state"].iat[i], raw["zip_code"].iat[i], raw["city"].iat[i]
+        if unseen_state[i]:
             warnings[i].append(
                 f"state {state!r} was not seen in training: the model treats it as unknown (no state effect)"
             )
-        if zip_code is not None and not pd.isna(zip_code) and not seen.zip:
+        if unseen_zip[i]:
             warnings[i].append(
-                f"zip code {int(zip_code):05d} was not seen in training: its price level falls back to "
+                f"zip code {int(float(zip_code)):05d} was not seen in training: its price level falls back to "
                 "the 3-digit ZIP area, then the state average"
             )
-        if city is not None and not pd.isna(city) and not seen.city:
+        if unseen_city[i]:
             warnings[i].append(
                 f"city {city!r} was not seen in training in {state}: its price level falls back to the state average"
             )

@@ -27,7 +27,9 @@ def _iso(ms: int | None) -> str | None:
 
 def _plain(value):
     """JSON-safe copy of whatever a helper returned (dataclasses, numpy, NaN become plain values)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     elif hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")

@@ -48,12 +48,17 @@ class ModelSource(Protocol):
 ModelLoader = Callable[[Settings], ModelSource]
 
 
+def fail_fast_mlflow() -> None:
+    """Apply MLFLOW_ENV_DEFAULTS in this (replica) process unless the environment sets them."""
+    for key, value in MLFLOW_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 class MlflowModelSource:
     """The production source: the MLflow model registry, by alias."""
 
     def __init__(self, settings: Settings):
-        for key, value in MLFLOW_ENV_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        fail_fast_mlflow()
         self.name = settings.model_name
         self.alias = settings.model_alias
         self._client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)

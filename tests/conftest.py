@@ -138,23 +138,15 @@ def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server (SQLite backend, served artifacts) on a free loopback port."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(BIN / "mlflow"), "server",
-            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    command = [
+        str(BIN / "mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{uri}/health", timeout=120, process=process)
+    with running_server(command, f"{uri}/health", root / "server.log"):
         yield uri
-    finally:
-        stop_process(process)
-        log.close()
 
 
 @pytest.fixture
@@ -175,4 +167,4 @@ def chromium_path() -> str:
 from data_fixtures import data_api_factory, s3_server, s3_settings  # noqa: E402, F401
 
 # --- the Serve app (champion + running deployment), shared by the Serve and UI tests ---------
-from serve_fixtures import champion, serve_app_url, serve_http_port  # noqa: E402, F401
+from serve_fixtures import champion, serve_app_url, serve_http_port, serve_state_dir  # noqa: E402, F401

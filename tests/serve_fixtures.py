@@ -3,13 +3,15 @@
 Imported by conftest.py so every test module (the Serve tests, the UI tests) shares one
 deployment on the session Ray cluster. The app is deployed exactly as `serve deploy` does it
 (the dashboard's REST API with serve_config.yaml); the only changes for tests are the tracking
-URI, the HTTP port, the model name, a short poll interval and near-zero CPU reservations, so
+URI, the HTTP port, the model name, the state dir, a short poll interval and near-zero CPU
+reservations, so
 the shared 2-CPU test cluster keeps its CPUs for the other tests' Ray tasks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +30,16 @@ class Champion:
     alias: str = "champion"
 
 
-def serve_test_config(champion: Champion, *, port: int, poll_s: float = 2.0, extra_apps: dict | None = None) -> dict:
+def serve_test_config(
+    champion: Champion, *, port: int, state_dir: Path, poll_s: float = 2.0, extra_apps: dict | None = None
+) -> dict:
     """serve_config.yaml adapted for the test stack (see module docstring for what changes)."""
-    args = {"mlflow_tracking_uri": champion.tracking_uri, "model_name": champion.name, "model_load_timeout_s": 60}
+    args = {
+        "mlflow_tracking_uri": champion.tracking_uri,
+        "model_name": champion.name,
+        "model_load_timeout_s": 60,
+        "state_dir": str(state_dir),
+    }
     return adapt_config(
         load_config(), port=port, args=args, num_cpus=TEST_NUM_CPUS, reload_poll_s=poll_s, extra_apps=extra_apps
     )
@@ -58,9 +67,15 @@ def serve_http_port(ray_cluster) -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_app_url(serve_http_port, dashboard_url, champion) -> str:
+def serve_state_dir(tmp_path_factory) -> Path:
+    """The Serve app's state dir (its data store: drift reports are read from here)."""
+    return tmp_path_factory.mktemp("serve-state")
+
+
+@pytest.fixture(scope="session")
+def serve_app_url(serve_http_port, dashboard_url, champion, serve_state_dir) -> str:
     """Base URL of the running Ray Estate Serve app, serving `champion` from the test MLflow."""
-    deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port))
+    deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
     url = f"http://127.0.0.1:{serve_http_port}"
     wait_ready(url)
     return url

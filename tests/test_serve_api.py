@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import httpx
 import pytest
@@ -147,8 +148,20 @@ def test_health_and_ready(api, champion):
     assert body["explainer"]["model_version"] == body["model_version"]
 
 
-def test_model_card_reads_the_registry(api, champion):
-    body = api.get("/model").json()
+def test_model_card_reads_the_registry_and_drift_reports(api, champion, serve_state_dir):
+    from ray_jobs.drift import drift_report, save_drift_report
+    from rayestate.settings import Settings
+    from serve_app.sample_model import synthetic_listings
+
+    store = Settings(state_dir=serve_state_dir)
+    shifted = synthetic_listings(800, seed=4).assign(house_size=lambda d: d["house_size"] * 1.6)
+    save_drift_report(store, "batch-test-1", drift_report(synthetic_listings(800, seed=3), shifted, store))
+    deadline = time.monotonic() + 30  # /model is cached for a few seconds
+    while True:
+        body = api.get("/model").json()
+        if body["drift_reports"] or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert body["registry_available"] is True
     assert body["model_name"] == champion.name and body["model_alias"] == "champion"
     assert body["champion"]["version"] == served_version(api)
@@ -157,8 +170,9 @@ def test_model_card_reads_the_registry(api, champion):
     history = {h["version"]: h for h in body["promotion_history"]}
     assert history[champion.version]["tags"]["decision"] == "promoted"
     assert "champion" in history[body["champion"]["version"]]["aliases"]
-    assert isinstance(body["drift_reports"], list)
-    assert body["drift_reports"] or body["drift_note"]
+    assert body["drift_note"] is None
+    (report,) = body["drift_reports"]
+    assert report["batch_id"] == "batch-test-1" and report["verdict"] == "drift"
     assert {f["name"] for f in body["features"]} >= {"house_size", "te_zip"}
 
 
@@ -188,3 +202,19 @@ def test_autoscaling_config_is_deployed_as_configured(dashboard_url, serve_app_u
             assert deployed["autoscaling_config"][key] == value
         if "user_config" in spec:
             assert deployed["user_config"]["max_batch_size"] == spec["user_config"]["max_batch_size"]
+
+
+def test_request_metrics_are_exported(api, ray_cluster):
+    port = ray_cluster.address_info["metrics_export_port"]
+    assert api.post("/predict", json=LISTING).status_code == 200
+    assert api.post("/predict", json={**LISTING, "bed": -1}).status_code == 422
+    wanted = ("rayestate_requests_total", "rayestate_request_latency_ms", "rayestate_rejected_inputs_total")
+    deadline = time.monotonic() + 90  # Ray pushes metrics to the node's exporter every few seconds
+    while True:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+        if all(name in text for name in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    for name in wanted:
+        assert name in text
+    assert 'endpoint="/predict"' in text

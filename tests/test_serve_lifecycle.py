@@ -124,7 +124,7 @@ def own_mlflow_server(tmp_path):
 
 
 def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
-    serve_app_url, serve_http_port, dashboard_url, champion, tmp_path
+    serve_app_url, serve_http_port, serve_state_dir, dashboard_url, champion, tmp_path
 ):
     from ray import serve
 
@@ -136,7 +136,10 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
             "outage": {"mlflow_tracking_uri": uri, "model_name": "outage-model"},
             "nomodel": {"mlflow_tracking_uri": dead_uri, "model_load_timeout_s": 5},
         }
-        deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port, poll_s=1, extra_apps=extra_apps))
+        config = serve_test_config(
+            champion, port=serve_http_port, state_dir=serve_state_dir, poll_s=1, extra_apps=extra_apps
+        )
+        deploy_config(dashboard_url, config)
         try:
             outage_url = f"{serve_app_url}/outage"
             assert wait_ready(outage_url)["model_version"] == version
@@ -162,12 +165,12 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
             assert card["registry_available"] is False and card["served"]["model_version"] == version
 
             # A replica that cannot load any model never becomes ready and gets no traffic.
-            nomodel = httpx.post(f"{serve_app_url}/nomodel/predict", json=LISTING, timeout=60)
+            nomodel = httpx.get(f"{serve_app_url}/nomodel/ready", timeout=60)
             assert nomodel.status_code != 200
             status = serve.status().applications["nomodel"]
             assert status.status != "RUNNING"
             assert status.deployments["Predictor"].status != "HEALTHY"
         finally:
-            deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port))
+            deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
     # the main app was never disturbed
     assert httpx.post(f"{serve_app_url}/predict", json=LISTING, timeout=60).status_code == 200

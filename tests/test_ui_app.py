@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -211,15 +213,53 @@ def test_models_page_shows_the_champion_and_its_history(ui, serve_app_url, champ
     assert [str(v) for v in history["version"]] == [h["version"] for h in card["promotion_history"]]
 
 
-def test_drift_page_renders_what_the_api_reports(ui, serve_app_url):
+def _shifted_report(shift: float) -> dict:
+    from ray_jobs.drift import drift_report
+    from rayestate.settings import Settings
+    from rayestate.synthetic import generate_listings
+
+    reference, current = generate_listings(5000, seed=1), generate_listings(5000, seed=2)
+    return drift_report(reference, current.assign(house_size=current["house_size"] * shift), Settings())
+
+
+@pytest.fixture
+def served_drift_report(serve_app_url, serve_state_dir):
+    """A real drift report published where the Serve app reads them; removed afterwards."""
+    from ray_jobs import store
+    from ray_jobs.drift import save_drift_report
+    from rayestate.settings import Settings
+
+    batch_id = f"ui-test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(state_dir=serve_state_dir)
+    path = save_drift_report(settings, batch_id, _shifted_report(1.4))
+    try:
+        deadline = time.monotonic() + 60  # the API caches its model card for a few seconds
+        while batch_id not in [r.get("batch_id") for r in api(serve_app_url, "/model")["drift_reports"]]:
+            assert time.monotonic() < deadline, "the Serve app never listed the saved drift report"
+            time.sleep(1)
+        yield batch_id
+    finally:
+        store.open_store(settings).fs.delete_file(path)
+
+
+def test_drift_page_shows_the_reports_the_api_serves(ui, serve_app_url, served_drift_report):
+    import streamlit as st
+
+    st.cache_data.clear()  # the UI caches /model briefly; this session must see the new report
     at = ui.run()
     at.switch_page("views/drift.py").run()
     no_exception(at)
-    reports = api(serve_app_url, "/model").get("drift_reports") or []
-    if reports:  # the verdict banner of the newest report
-        assert any(b.value.startswith(("**Drift detected.**", "**No drift.**")) for b in [*at.error, *at.success])
-    else:
-        assert any(i.value.startswith("No drift reports yet") for i in at.info)
+    reports = api(serve_app_url, "/model")["drift_reports"]
+    index = [r["batch_id"] for r in reports].index(served_drift_report)
+    at.selectbox(key="drift.report").set_value(index).run()
+    no_exception(at)
+    report = reports[index]
+    drifted = [c["feature"] for c in report["features"] if c["verdict"] == "drift"]
+    assert "house_size" in drifted
+    assert at.error[0].value.startswith("**Drift detected.**")
+    assert metrics(at)["Checks drifted"] == f"{len(drifted)} of {len(report['features'])}"
+    titles = [str(spec.get("title")) for spec, _ in charts(at)]
+    assert any(t.startswith("house_size") for t in titles)
 
 
 def _drift_page(report: dict) -> None:
@@ -230,13 +270,8 @@ def _drift_page(report: dict) -> None:
 
 @pytest.mark.parametrize("shift", [1.0, 1.4])
 def test_drift_report_renders_real_reports(shift):
-    """Real reports of ray_jobs.drift (the Serve fixture's store has none): verdict, table, charts."""
-    from ray_jobs.drift import drift_report
-    from rayestate.settings import Settings
-    from rayestate.synthetic import generate_listings
-
-    reference, current = generate_listings(5000, seed=1), generate_listings(5000, seed=2)
-    report = drift_report(reference, current.assign(house_size=current["house_size"] * shift), Settings()).to_dict()
+    """Both verdicts of real ray_jobs.drift reports: banner, table, the charts of drifted features."""
+    report = _shifted_report(shift).to_dict()
     at = AppTest.from_function(_drift_page, args=(report,), default_timeout=60).run()
     no_exception(at)
     drifted = [c["feature"] for c in report["features"] if c["verdict"] == "drift"]
@@ -275,3 +310,10 @@ def test_every_page_explains_an_unreachable_api(page, monkeypatch):
     no_exception(at)
     messages = [e.value for e in at.main.error]
     assert messages and all("is not reachable" in m for m in messages), messages
+
+
+def test_invalid_configuration_is_reported_not_raised(monkeypatch):
+    monkeypatch.setenv("RAYESTATE_HTTP_TIMEOUT_S", "-1")
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    no_exception(at)
+    assert "http_timeout_s" in at.error[0].value and "RAYESTATE_" in at.error[0].value

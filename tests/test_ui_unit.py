@@ -152,7 +152,11 @@ def test_metrics_over_versions_from_tags():
         (2, "val_mdape", 0.18, "rejected"),
         (3, "val_mdape", 0.12, "promoted"),
     ]
-    assert charts.default_metrics(["rows", "val_mdape", "seed", "rmse"]) == ["val_mdape", "rmse"]
+    assert charts.default_metrics(["rows", "val_mdape", "seed", "rmse", "decision.diff_mae_log"]) == [
+        "val_mdape",
+        "rmse",
+    ]
+    assert charts.default_metrics(["rows", "rmse", "r2_log", "mdape"]) == ["mdape", "r2_log"]
     assert charts.decision_of({"aliases": ["champion"], "tags": {}}) == "champion"
     charts.metrics_chart(frame).to_dict()
 
@@ -264,3 +268,28 @@ def test_api_detail_is_described_for_people():
         {"loc": ["state"], "msg": "Field required", "type": "missing"},
     ]
     assert describe_detail(detail) == "bed: Input should be less than or equal to 50; state: Field required"
+
+
+def test_history_and_runs_tables():
+    from dataclasses import asdict
+
+    from ray_jobs.pipeline import PipelineResult
+    from ui.components import history_table, runs_table
+
+    history = [
+        {"version": "2", "aliases": ["challenger"], "created_at": "2026-01-02T10:00:00+00:00", "run_id": "abc",
+         "tags": {"decision": "rejected", "reason": "no better", "metrics": {"mdape": 0.2, "rows": 10.0}}},
+        {"version": "1", "aliases": ["champion"], "created_at": "2026-01-01T10:00:00+00:00", "run_id": "def",
+         "tags": {"decision": "first_model", "reason": "no champion yet", "metrics": {"mdape": 0.15}}},
+    ]  # fmt: skip
+    table = history_table(history)
+    assert table["decision"].tolist() == ["rejected", "first_model"]
+    assert table["mdape"].tolist() == [0.2, 0.15] and "rows" not in table.columns
+    run = PipelineResult(run_key="k", outcome="promoted", reason="better", batches=["b1", "b2"], new_rows=5,
+                         drift_verdict="drift", model_version="3", metrics={"mdape": 0.1, "rows": 9.0},
+                         finished_at="2026-01-03T00:00:00")  # fmt: skip
+    runs = runs_table([asdict(run)])
+    assert runs.iloc[0].to_dict() == {
+        "finished": "2026-01-03 00:00:00", "outcome": "promoted", "reason": "better", "batches": "b1, b2",
+        "new rows": 5, "drift": "drift", "model version": "3", "mdape": 0.1,
+    }  # fmt: skip

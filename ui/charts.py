@@ -23,6 +23,8 @@ UP, DOWN, TOTAL = "#2e7d32", "#c62828", "#1f5fa8"
 REFERENCE, CURRENT = "#9e9e9e", "#e65100"
 MAX_SHARE_CATEGORIES = 20
 METRIC_WORDS = ("mdape", "mape", "rmse", "mae", "r2", "loss", "error")
+#: What ray_jobs.evaluate reports on the test split (the `metrics` tag of each version), most telling first.
+HEADLINE_METRICS = ("mdape", "r2_log", "rmse_log", "mae_log")
 DECISION_COLORS = {"promoted": UP, "first_model": UP, "rejected": DOWN, "champion": TOTAL}
 
 
@@ -54,7 +56,7 @@ def compact(value) -> str:
         return f"{value / 1e6:.3g}M"
     if size >= 1e4:
         return f"{value / 1e3:.3g}k"
-    if float(value).is_integer():
+    if size >= 100 or float(value).is_integer():
         return f"{value:,.0f}"
     return f"{value:.3g}"
 
@@ -76,6 +78,11 @@ def _label(item: Mapping) -> str:
 # --- explanation --------------------------------------------------------------------------------
 
 
+def _step_name(contribution: Mapping) -> str:
+    value = feature_value_text(contribution["feature"], contribution.get("value"))
+    return f"{_label(contribution)}{' ' if value.startswith('≈') else ' = '}{value}"
+
+
 def waterfall_steps(explanation: Mapping, top: int = TOP_FEATURES) -> pd.DataFrame:
     """Rows of the waterfall: base, the `top` largest |SHAP| features, the rest pooled, prediction.
 
@@ -86,7 +93,7 @@ def waterfall_steps(explanation: Mapping, top: int = TOP_FEATURES) -> pd.DataFra
     items = sorted(explanation["contributions"], key=lambda c: -abs(c["shap"]))
     kept, rest = items[:top], items[top:]
     rows = [{"step": "Average home (base value)", "kind": "base", "start": None, "end": math.exp(base), "shap": 0.0}]
-    steps = [(f"{_label(c)} = {feature_value_text(c['feature'], c.get('value'))}", c["shap"]) for c in kept]
+    steps = [(_step_name(c), c["shap"]) for c in kept]
     if rest:
         steps.append((f"{len(rest)} other features", math.fsum(c["shap"] for c in rest)))
     level = base
@@ -211,12 +218,13 @@ def comparison_chart(frame: pd.DataFrame) -> alt.LayerChart:
     data = frame.dropna(subset=["price"]).assign(text=lambda f: f["price"].map(money))
     y = alt.Y("variant:N", sort=list(data["variant"]), title=None, axis=alt.Axis(labelLimit=300))
     base = alt.Chart(data).encode(y=y)
+    room = alt.Scale(domain=[0, float(data["price"].max() if len(data) else 1) * 1.15])  # for the labels
     bars = base.mark_bar(color=TOTAL).encode(
-        x=alt.X("price:Q", title="Predicted price", axis=alt.Axis(format="$,.3~s")),
+        x=alt.X("price:Q", title="Predicted price", axis=alt.Axis(format="$,.3~s"), scale=room),
         tooltip=["variant:N", alt.Tooltip("text:N", title="price")],
     )
     labels = base.mark_text(align="left", dx=4).encode(x="price:Q", text="text:N")
-    return alt.layer(bars, labels).properties(height=32 * len(data) + 20)
+    return alt.layer(bars, labels).properties(height=40 * len(data) + 20)
 
 
 # --- model history ------------------------------------------------------------------------------
@@ -268,9 +276,13 @@ def metrics_frame(history: Iterable[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["version", "metric", "value", "decision"])
 
 
-def default_metrics(names: Iterable[str]) -> list[str]:
-    """The metric-looking names among numeric tags (errors and losses, not row counts or seeds)."""
-    return [n for n in names if any(word in n.lower() for word in METRIC_WORDS)]
+def default_metrics(names: Iterable[str], most: int = 4) -> list[str]:
+    """The metrics to show first: the pipeline's headline ones, else metric-looking names (not row counts)."""
+    names = list(names)
+    headline = [n for n in HEADLINE_METRICS if n in names]
+    if headline:
+        return headline
+    return [n for n in names if "." not in n and any(word in n.lower() for word in METRIC_WORDS)][:most]
 
 
 def _decision_scale(decisions: pd.Series) -> alt.Scale:
@@ -383,7 +395,7 @@ def distribution_chart(check: Mapping) -> alt.Chart | None:
         return None
     chart = check.get("chart") or {}
     bins = list(dict.fromkeys(frame.sort_values("order")["bin"]))
-    kind = "reference decile bins" if chart.get("type") == "histogram" else "category"
+    kind = {"histogram": "reference decile bins", "shares": "category"}.get(chart.get("type"), "missing values")
     shown = (
         f" (the {MAX_SHARE_CATEGORIES} that moved most)"
         if chart.get("type") == "shares" and len(bins) >= MAX_SHARE_CATEGORIES
@@ -393,7 +405,12 @@ def distribution_chart(check: Mapping) -> alt.Chart | None:
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("bin:N", sort=bins, title=f"{check.get('feature')}: {kind}{shown}", axis=alt.Axis(labelAngle=-40)),
+            x=alt.X(
+                "bin:N",
+                sort=bins,
+                title=f"{check.get('feature')}: {kind}{shown}",
+                axis=alt.Axis(labelAngle=-35, labelOverlap=False),
+            ),
             xOffset=alt.XOffset("data:N", sort=["reference", "new batch"]),
             y=alt.Y("share:Q", title="share of rows", axis=alt.Axis(format="%")),
             color=alt.Color(

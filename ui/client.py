@@ -50,10 +50,10 @@ def describe_detail(detail: Any) -> str:
 class ApiClient:
     """Calls the price API at ``base_url``; each method returns the decoded JSON body."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0, transport: httpx.BaseTransport | None = None):
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0):
         self.base_url = base_url.rstrip("/")
         timeout = httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s))
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

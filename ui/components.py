@@ -102,7 +102,8 @@ def listing_inputs(key: str, defaults: Mapping, states: list[str], statuses: lis
         "state": left.selectbox("State", states, index=_index(states, defaults.get("state")), key=f"{key}.state"),
         "city": middle.text_input("City (optional)", defaults.get("city", ""), max_chars=80, key=f"{key}.city"),
         "zip_code": right.text_input(
-            "ZIP code (optional)", defaults.get("zip_code", ""), max_chars=5, key=f"{key}.zip", placeholder="e.g. 33602"
+            "ZIP code (optional)", defaults.get("zip_code", ""), max_chars=5, key=f"{key}.zip",
+            placeholder="e.g. 33602", help="3 to 5 digits; leading zeros may be left out",
         ),
         "bed": left.number_input("Bedrooms", 0, MAX_BED, int(defaults["bed"]), 1, key=f"{key}.bed"),
         "bath": middle.number_input("Bathrooms", 0.0, float(MAX_BATH), float(defaults["bath"]), 0.5, key=f"{key}.bath"),
@@ -294,3 +295,23 @@ def history_table(history: list[Mapping]) -> pd.DataFrame:
     wide = metrics.pivot_table(index="version", columns="metric", values="value", aggfunc="first")
     table["version"] = pd.to_numeric(table["version"], errors="coerce")
     return table.merge(wide, left_on="version", right_index=True, how="left")
+
+
+def runs_table(runs: list[Mapping]) -> pd.DataFrame:
+    """Pipeline runs (ray_jobs.pipeline ledger entries), newest first, the columns people scan."""
+    rows = []
+    for run in runs:
+        metrics = run.get("metrics") or {}
+        rows.append(
+            {
+                "finished": (run.get("finished_at") or "")[:19].replace("T", " "),
+                "outcome": run.get("outcome"),
+                "reason": run.get("reason"),
+                "batches": ", ".join(map(str, run.get("batches") or [])),
+                "new rows": run.get("new_rows"),
+                "drift": run.get("drift_verdict") or "—",
+                "model version": run.get("model_version") or "—",
+                **{k: metrics[k] for k in charts.default_metrics(metrics) if k in metrics},
+            }
+        )
+    return pd.DataFrame(rows)

@@ -78,12 +78,15 @@ name = done["name"].rsplit(".", 1)[0]
 st.download_button("Download priced CSV", priced.to_csv(index=False), f"{name}-priced.csv", "text/csv", type="primary")
 if rejected:
     st.subheader(f"Rejected rows ({rejected:,})")
-    st.dataframe(priced[priced["error"] != ""], width="stretch")
+    failed = priced[priced["error"] != ""]
+    st.dataframe(failed, width="stretch", column_order=["error", *(c for c in failed.columns if c != "error")])
 st.subheader("Priced rows")
 view = priced[priced["error"] == ""].drop(columns=["error"])
+first = [c for c in ("predicted_price", "predicted_vs_listed", "price", "warnings") if c in view.columns]
 st.dataframe(
     view.assign(predicted_price=view["predicted_price"].map(charts.money)).head(1000),
     width="stretch",
+    column_order=[*first, *(c for c in view.columns if c not in first)],
     column_config={"predicted_vs_listed": st.column_config.NumberColumn(format="percent")},
 )
 if len(view) > 1000:

@@ -24,6 +24,7 @@ if not card.get("registry_available", True):
 
 champion = card.get("champion") or {}
 mlflow = config.mlflow_tracking_uri.rstrip("/")
+dashboard = config.ray_dashboard_url.rstrip("/")
 name = card.get("model_name", config.model_name)
 batches = champion.get("training_batches")
 batches = batches if isinstance(batches, list) else [batches] if batches else []
@@ -59,12 +60,14 @@ with right:
     }
     st.dataframe(pd.DataFrame({"field": list(details), "value": [str(v) for v in details.values()]}), hide_index=True)
 
-runs = card.get("pipeline_runs") or card.get("runs") or []
 st.subheader("Pipeline runs")
+runs = card.get("pipeline_runs")
 if runs:
-    st.dataframe(pd.DataFrame(runs), hide_index=True, width="stretch")
+    st.dataframe(components.runs_table(runs), hide_index=True, width="stretch")
+elif runs is None:
+    st.caption(f"This API does not list pipeline runs; each run is a Ray job: [Ray jobs]({dashboard}/#/jobs).")
 else:
-    st.caption("The API reports no pipeline runs.")
+    st.caption("No pipeline run has finished yet.")
 
 history = card.get("promotion_history") or []
 st.subheader("Challengers and promotion decisions")
