@@ -280,7 +280,10 @@ def promotion_history(settings: Settings, *, client: MlflowClient | None = None,
     for alias, number in aliases_of.items():
         by_version.setdefault(str(number), []).append(alias)
     history = []
-    for version in client.search_model_versions(f"name = '{settings.model_name}'", max_results=limit):
+    newest_first = client.search_model_versions(
+        f"name = '{settings.model_name}'", max_results=limit, order_by=["version_number DESC"]
+    )
+    for version in newest_first:
         decision = recorded_decision(version)
         if decision is None:
             continue

@@ -127,7 +127,7 @@ class _ReportRounds(xgb.callback.TrainingCallback):
 
     def __init__(self, report, log_metrics):
         self._report, self._log = report, log_metrics
-        self.best, self.best_round, self._pending = math.inf, 0, []
+        self.best, self.best_round, self._pending, self._last = math.inf, 0, [], (0, math.inf)
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
         mae = float(evals_log["valid"]["mae"][-1])
@@ -139,13 +139,14 @@ class _ReportRounds(xgb.callback.TrainingCallback):
         return False
 
     def flush(self, **extra) -> None:
+        """Log the rounds not logged yet and report the latest; ``extra`` forces a report."""
+        if not self._pending and not extra:
+            return
         if self._pending:
             self._log(self._pending)
-            rounds, mae = self._pending[-1]
-            self._pending = []
-            self._report(
-                {ROUND_METRIC: mae, METRIC: self.best, "best_round": self.best_round, "rounds": rounds, **extra}
-            )
+            self._last, self._pending = self._pending[-1], []
+        rounds, mae = self._last
+        self._report({ROUND_METRIC: mae, METRIC: self.best, "best_round": self.best_round, "rounds": rounds, **extra})
 
 
 def _trial(

@@ -10,8 +10,8 @@ zip -> zip prefix -> state -> global for rare or unseen areas.
 Price level alone mixes up "expensive area" and "big homes": so the area's typical log price
 per square foot (and per acre, for land) is encoded too, and combined with the listing's own
 size into a ready-made estimate (area $/sq ft x living area), which trees cannot form
-themselves. On the real sample these cut validation MdAPE by about 0.01 and raise R² (log) by
-about 0.02 (benchmarks/train_bench.py).
+themselves. On the real sample (validation split of rows 0-79,999, same booster) these and a
+lighter smoothing took MdAPE from 0.225 to 0.204 and R² (log) from 0.765 to 0.789.
 
 Leakage guard: encodings are fitted on the training rows only; the training rows
 themselves get out-of-fold encodings (:meth:`FeatureTransform.fit_transform`), so no row
@@ -32,8 +32,10 @@ from rayestate.schema import STATES, STATUSES
 FEATURE_VERSION = 2
 #: Day the dataset was scraped; sale-history ages are measured from it.
 REFERENCE_DATE = pd.Timestamp("2024-01-01")
-#: Pseudo-rows of the parent's value each key's mean is shrunk with (chosen on validation: 5 beat 20).
-SMOOTHING = 5.0
+#: Pseudo-rows of the parent's value each key's mean is shrunk with. Chosen on validation (real
+#: sample, rows 0-79,999): MdAPE 0.204 at 1-2, 0.209 at 5, 0.211 at 20 (out-of-fold encoding
+#: already keeps a row's own price out, so little shrinkage is needed).
+SMOOTHING = 2.0
 OOF_FOLDS = 5
 SQFT_PER_ACRE = 43_560.0
 _VECTORISED_LOOKUP_ROWS = 5_000

@@ -12,6 +12,8 @@ import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
+
 from rayestate.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,7 +22,9 @@ if TYPE_CHECKING:
 PIPELINE_ENTRYPOINT = "python -m ray_jobs.pipeline"
 JOB_KIND = "rayestate-pipeline"
 #: What never goes up with the working dir: the venv, caches, local state.
-WORKING_DIR_EXCLUDES = [".venv", ".git", "**/__pycache__", ".pytest_cache", ".ruff_cache", ".state", "*.egg-info"]
+WORKING_DIR_EXCLUDES = [
+    ".venv", ".git", "**/__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", ".state", "*.egg-info",
+]  # fmt: skip
 
 
 def job_client(settings: Settings) -> JobSubmissionClient:
@@ -40,6 +44,12 @@ def running_pipeline_jobs(client: JobSubmissionClient) -> list[str]:
     ]
 
 
+def _agent_not_ready(exc: BaseException) -> bool:
+    # Right after `ray start` the job agent may not be up yet; Ray says to try again later.
+    return isinstance(exc, RuntimeError) and "No available agent" in str(exc)
+
+
+@retry(retry=retry_if_exception(_agent_not_ready), wait=wait_fixed(3), stop=stop_after_delay(180), reraise=True)
 def submit_pipeline(
     settings: Settings, client: JobSubmissionClient, *, extra_args: list[str] = (), working_dir: str = "."
 ) -> str:

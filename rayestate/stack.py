@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +66,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # --- services -----------------------------------------------------------------------
 
 
@@ -98,6 +105,8 @@ def services(settings: Settings) -> list[Service]:
             [
                 str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
                 "--port", str(RAY_PORT),
+                # Ray's fixed default agent port (52365) clashes with any other cluster on the machine.
+                "--dashboard-agent-listen-port", str(free_port()),
                 "--dashboard-host", host, "--dashboard-port", str(DASHBOARD_PORT),
                 "--temp-dir", str(Path("/tmp") / f"ray-{os.getuid()}"),
             ],

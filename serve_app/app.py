@@ -78,11 +78,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _answer(call, deployment: str):
-    """Await a DeploymentHandle call, turning "nobody answers" into a clear 503."""
+    """Await a DeploymentHandle call: "nobody answers" is a 503, a row the model failed on a 500."""
     try:
-        return await asyncio.wait_for(call, MODEL_CALL_TIMEOUT_S)
+        result = await asyncio.wait_for(call, MODEL_CALL_TIMEOUT_S)
     except TimeoutError:
         raise HTTPException(503, f"the {deployment} did not answer within {MODEL_CALL_TIMEOUT_S:.0f}s") from None
+    if "error" in result:
+        raise HTTPException(500, f"the {deployment} failed on this listing: {result['error']}")
+    return result
 
 
 def _request_id(request: Request) -> str:

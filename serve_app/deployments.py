@@ -12,6 +12,8 @@ tests can build these classes without MLflow.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 from ray import serve
 
@@ -19,6 +21,27 @@ from rayestate.settings import Settings
 from serve_app.inference import explain_rows, predict_rows
 from serve_app.metrics import reload_counter
 from serve_app.served_model import MlflowModelSource, ModelLoader, ServedModel
+
+logger = logging.getLogger("ray.serve")
+
+
+def isolate_failures(compute: Callable[[list[dict]], list[dict]], rows: list[dict]) -> list[dict]:
+    """Compute a batch in one call; if that fails, row by row, so one bad row fails alone.
+
+    ``@serve.batch`` fails every caller of a batch when the function raises; a row that breaks
+    the model would take its neighbours' requests down with it. Failed rows get ``{"error": ...}``.
+    """
+    try:
+        return compute(rows)
+    except Exception:
+        logger.exception("a batch of %d rows failed; computing row by row", len(rows))
+    results = []
+    for row in rows:
+        try:
+            results.extend(compute([row]))
+        except Exception as exc:
+            results.append({"error": f"{type(exc).__name__}: {exc}"[:300]})
+    return results
 
 
 class ModelReplica:
@@ -67,11 +90,15 @@ class Predictor(ModelReplica):
     async def predict(self, rows: list[dict]) -> list[dict]:
         """One raw listing row per caller; concurrent callers share one model call."""
         loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
-        prices, warnings = predict_rows(loaded.model, rows)
-        return [
-            {"price": price, "warnings": warning, "model_version": loaded.version}
-            for price, warning in zip(prices, warnings, strict=True)
-        ]
+
+        def compute(batch: list[dict]) -> list[dict]:
+            prices, warnings = predict_rows(loaded.model, batch)
+            return [
+                {"price": price, "warnings": warning, "model_version": loaded.version}
+                for price, warning in zip(prices, warnings, strict=True)
+            ]
+
+        return isolate_failures(compute, rows)
 
     async def predict_many(self, columns: dict[str, list]) -> dict:
         """A whole /predict/batch request (validated listings as columns) in one model call."""
@@ -88,7 +115,8 @@ class Explainer(ModelReplica):
     async def explain(self, rows: list[dict]) -> list[dict]:
         """Exact TreeSHAP for one raw listing row per caller, batched."""
         loaded = self._served.current
-        results = explain_rows(loaded.model, rows)
-        for result in results:
-            result["model_version"] = loaded.version
-        return results
+
+        def compute(batch: list[dict]) -> list[dict]:
+            return [{**result, "model_version": loaded.version} for result in explain_rows(loaded.model, batch)]
+
+        return isolate_failures(compute, rows)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
 from rayestate.mlflow_model import LoadedModel, load_model_version
@@ -36,7 +37,7 @@ MLFLOW_ENV_DEFAULTS = {
 
 
 class ModelSource(Protocol):
-    """Where models come from: which version the alias names, and loading one version."""
+    """Where models come from: which version the alias names (LookupError if none), and loading one."""
 
     alias: str
 
@@ -64,7 +65,10 @@ class MlflowModelSource:
         self._client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 
     def current_version(self) -> str:
-        return str(self._client.get_model_version_by_alias(self.name, self.alias).version)
+        try:
+            return str(self._client.get_model_version_by_alias(self.name, self.alias).version)
+        except RestException as exc:  # the server answered: no such model or alias
+            raise LookupError(f"{self.name}@{self.alias}: {exc}") from exc
 
     def load(self, version: str) -> LoadedModel:
         return load_model_version(self._client, self.name, version, alias=self.alias)
@@ -98,6 +102,9 @@ class ServedModel:
             self.last_check_at = time.time()
             try:
                 version = await asyncio.to_thread(self._source.current_version)
+            except LookupError as exc:
+                self.registry_reachable = True
+                return self._failed(f"the alias names no model: {_short(exc)}")
             except Exception as exc:
                 self.registry_reachable = False
                 return self._failed(f"model registry unreachable: {_short(exc)}")

@@ -132,7 +132,7 @@ impossible = st.sampled_from(
         ("house_size", 10_000_000), ("bed", float("nan")), ("house_size", float("inf")),
         ("acre_lot", float("-inf")), ("zip_code", "ABCDE"), ("zip_code", -5), ("zip_code", 1.5),
         ("prev_sold_date", "yesterday"), ("status", "stolen"), ("state", "X"), ("city", "x" * 81),
-        ("bed", "three"), ("bed", True and "many"), ("street", -1.0), ("brokered_by", 1e12),
+        ("bed", "three"), ("bed", [3]), ("street", -1.0), ("brokered_by", 1e12),
     ]
 )  # fmt: skip
 
@@ -262,3 +262,28 @@ def test_columns_and_rows_give_the_same_prices(small_model):
     by_rows, _ = predict_rows(model, [listing.to_raw_row() for listing in listings])
     by_columns, _ = predict_rows(model, listing_columns(listings))
     assert by_columns == pytest.approx(by_rows, rel=1e-12)
+
+
+def test_a_failing_row_fails_alone_in_a_batch():
+    from serve_app.deployments import isolate_failures
+
+    def compute(rows):
+        if any(row.get("poison") for row in rows):
+            raise ValueError("cannot price this")
+        return [{"price": row["x"] * 2} for row in rows]
+
+    results = isolate_failures(compute, [{"x": 1}, {"x": 2, "poison": True}, {"x": 3}])
+    assert results[0] == {"price": 2} and results[2] == {"price": 6}
+    assert "cannot price this" in results[1]["error"]
+    assert isolate_failures(compute, [{"x": 5}]) == [{"price": 10}]
+
+
+def test_a_missing_alias_is_not_reported_as_an_unreachable_registry():
+    class NoAlias(RegistryDouble):
+        def current_version(self) -> str:
+            raise LookupError("m@champion: alias not found")
+
+    served = ServedModel(NoAlias({}, "1"))
+    assert asyncio.run(served.refresh()) is False
+    status = served.status()
+    assert status["registry_reachable"] is True and "alias names no model" in status["last_error"]

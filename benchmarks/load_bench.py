@@ -1,0 +1,377 @@
+"""Load benchmark: a mixed workload ramped past saturation on the local Serve app.
+
+Starts a throwaway stack on loopback (its own MLflow with a champion, its own 2-CPU Ray cluster,
+the Serve app from serve_app/serve_config.yaml), then drives it open-loop — requests arrive at
+the offered rate whether or not earlier ones were answered, as real clients do — with
+80% /predict, 10% /explain and 10% /predict/batch (100 listings). The rate steps up stage by
+stage until the app cannot keep up; then the load stops and the run waits for Serve's
+autoscaler to remove the extra replicas (it has downscale_delay_s to do so). Prints ONE JSON
+object:
+
+    .venv/bin/python benchmarks/load_bench.py [--stages 10,25,50,100,200,400] [--stage-seconds 12]
+        [--max-queued N] [--cooldown 420]
+
+Keys: sustained_ok_rps (2xx/s over the whole ramp), peak_ok_rps (best stage), saturation_stage
+(first stage where over 5% of requests were not answered 200, or
+the 2xx p50 rose past 4x stage 1's), stages[] (offered vs answered,
+status counts), endpoints{} (p50/p99 of 2xx and of 503 answers), errors_by_status, replicas
+(timeline of running / target replicas per deployment), autoscaling (did each deployment scale
+up under load and back down after, and how long it took vs its configured delays),
+shedding (were overload answers fast 503s; any 5xx other than 503, any client timeouts).
+The baseline measured in the same run is stage 1's latency (far below saturation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODEL_NAME = "rayestate-price-load"
+MIX = (("/predict", 0.8), ("/explain", 0.1), ("/predict/batch", 0.1))
+BATCH_LISTINGS = 100
+CLIENT_TIMEOUT_S = 90.0  # longer than Serve's request_timeout_s, so the server's own answer is seen
+MAX_IN_FLIGHT = 3000  # client-side cap: past it a request is counted as not sent, never silently dropped
+
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_bench import free_port, listings, request_bodies, start, stop, wait_http  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+# --- replicas over time ------------------------------------------------------------------------
+
+
+class ReplicaSampler(threading.Thread):
+    """Polls the Serve REST API every `every_s`; keeps a timeline of running/target replicas."""
+
+    def __init__(self, dashboard_url: str, app: str, every_s: float = 2.0):
+        super().__init__(daemon=True)
+        from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+        self.client, self.app, self.every_s = ServeSubmissionClient(dashboard_url), app, every_s
+        self.started = time.monotonic()
+        self.timeline: list[dict] = []
+        self.halt = threading.Event()
+
+    def sample(self) -> dict:
+        details = self.client.get_serve_details()["applications"][self.app]["deployments"]
+        return {
+            name: {
+                "running": sum(r["state"] == "RUNNING" for r in d.get("replicas", [])),
+                "target": d.get("target_num_replicas"),
+            }
+            for name, d in details.items()
+        }
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                self.timeline.append({"t": round(time.monotonic() - self.started, 1), **self.sample()})
+            except Exception as exc:  # a slow dashboard under load must not end the run
+                self.timeline.append({"t": round(time.monotonic() - self.started, 1), "error": repr(exc)[:200]})
+            self.halt.wait(self.every_s)
+
+    def changes(self) -> list[dict]:
+        """The timeline reduced to the samples where a replica count changed (plus first and last)."""
+        kept, last = [], None
+        for point in self.timeline:
+            counts = {k: v for k, v in point.items() if k != "t"}
+            if counts != last:
+                kept.append(point)
+                last = counts
+        if self.timeline and kept[-1] is not self.timeline[-1]:
+            kept.append(self.timeline[-1])
+        return kept
+
+
+# --- the open-loop load ------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self):
+        self.records: list[tuple[int, str, object, float]] = []  # (stage, endpoint, status, latency ms)
+        self.not_sent: Counter = Counter()
+
+
+async def one_request(session, url, path, body, stage, recorder: Recorder):
+    started = time.perf_counter()
+    try:
+        async with session.post(url + path, data=body, headers={"content-type": "application/json"}) as response:
+            await response.read()
+            status: object = response.status
+    except TimeoutError:
+        status = "client_timeout"
+    except aiohttp.ClientError as exc:
+        status = f"connection:{type(exc).__name__}"
+    recorder.records.append((stage, path, status, (time.perf_counter() - started) * 1000.0))
+
+
+async def drive(url: str, bodies: dict[str, list[bytes]], stages: list[float], stage_s: float, seed: int) -> Recorder:
+    """Poisson arrivals at each stage's rate; every request is recorded with its stage."""
+    rng = random.Random(seed)
+    recorder = Recorder()
+    paths, weights = zip(*MIX, strict=True)
+    timeout = aiohttp.ClientTimeout(total=CLIENT_TIMEOUT_S)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    tasks: set[asyncio.Task] = set()
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        for stage, rate in enumerate(stages):
+            end = time.monotonic() + stage_s
+            next_at = time.monotonic()
+            while next_at < end:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                path = rng.choices(paths, weights)[0]
+                if len(tasks) >= MAX_IN_FLIGHT:
+                    recorder.not_sent[stage] += 1
+                else:
+                    body = rng.choice(bodies[path])
+                    task = asyncio.create_task(one_request(session, url, path, body, stage, recorder))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                next_at += rng.expovariate(rate)
+        if tasks:
+            await asyncio.wait(tasks)
+    return recorder
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+def start_stack(root: Path, options, processes: list) -> tuple[str, str, dict, list[dict]]:
+    """MLflow + champion + Ray + the Serve app; returns (serve url, dashboard url, config, bodies)."""
+    mlflow_port = free_port()
+    tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+    processes.append(
+        start(
+            [
+                str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
+            ],
+            root / "mlflow.log",
+        )
+    )  # fmt: skip
+    wait_http(f"{tracking_uri}/health", processes[-1], root / "mlflow.log")
+    from serve_app.sample_model import register_champion, train_price_model
+
+    frame, _ = listings(options.train_rows + 2_000)
+    train, held_out = frame.head(options.train_rows), frame.tail(2_000)
+    register_champion(tracking_uri, train_price_model(train, rounds=200, max_depth=7), train, name=MODEL_NAME)
+
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray
+    from ray import serve
+
+    from serve_app.deploy import adapt_config, deploy_config, load_config, wait_ready
+
+    dashboard_port = free_port()
+    ray.init(
+        address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=True,
+        dashboard_host="127.0.0.1", dashboard_port=dashboard_port, log_to_driver=False,
+    )  # fmt: skip
+    serve_port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
+    config = adapt_config(
+        load_config(options.serve_config),
+        port=serve_port,
+        args={"mlflow_tracking_uri": tracking_uri, "model_name": MODEL_NAME},
+    )
+    if options.max_queued is not None:
+        for deployment in config["applications"][0]["deployments"]:
+            deployment["max_queued_requests"] = options.max_queued
+    dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+    deploy_config(dashboard_url, config)
+    serve_url = f"http://127.0.0.1:{serve_port}"
+    wait_ready(serve_url)
+    return serve_url, dashboard_url, config, request_bodies(held_out)
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def summarize(recorder: Recorder, stages: list[float], stage_s: float) -> dict:
+    by_stage = defaultdict(list)
+    for stage, path, status, latency in recorder.records:
+        by_stage[stage].append((path, status, latency))
+    stage_rows = []
+    for stage, rate in enumerate(stages):
+        rows = by_stage[stage]
+        ok = sum(1 for _, s, _ in rows if s == 200)
+        stage_rows.append({
+            "offered_rps": rate,
+            "sent": len(rows),
+            "not_sent_client_cap": recorder.not_sent[stage],
+            "ok_rps": round(ok / stage_s, 1),
+            "statuses": dict(Counter(str(s) for _, s, _ in rows)),
+            "ok_p50_ms": percentile([lat for _, s, lat in rows if s == 200], 0.5),
+            "ok_p99_ms": percentile([lat for _, s, lat in rows if s == 200], 0.99),
+        })  # fmt: skip
+    baseline_p50 = stage_rows[0]["ok_p50_ms"] or 0.0
+
+    def saturated(row: dict) -> bool:
+        """Requests failing or shed, or answers slowed to several times the unloaded latency."""
+        ok = row["statuses"].get("200", 0)
+        slow = row["ok_p50_ms"] is not None and row["ok_p50_ms"] > 4 * baseline_p50
+        return ok < 0.95 * (row["sent"] + row["not_sent_client_cap"]) or slow
+
+    saturation = next((i for i, row in enumerate(stage_rows) if saturated(row)), None)
+    endpoints = {}
+    for path, _ in MIX:
+        ok = [lat for _, p, s, lat in recorder.records if p == path and s == 200]
+        shed = [lat for _, p, s, lat in recorder.records if p == path and s == 503]
+        endpoints[path] = {
+            "ok": len(ok),
+            "ok_p50_ms": percentile(ok, 0.5),
+            "ok_p99_ms": percentile(ok, 0.99),
+            "baseline_p50_ms": stage_rows[0]["ok_p50_ms"] if path == "/predict" else None,
+            "shed_503": len(shed),
+            "shed_p50_ms": percentile(shed, 0.5),
+            "shed_p99_ms": percentile(shed, 0.99),
+        }
+    statuses = Counter(str(s) for _, _, s, _ in recorder.records)
+    errors = {status: n for status, n in statuses.items() if status != "200"}
+    total_ok = statuses.get("200", 0)
+    shed = [lat for _, _, s, lat in recorder.records if s == 503]
+    return {
+        "sustained_ok_rps": round(total_ok / (stage_s * len(stages)), 1),
+        "peak_ok_rps": max(row["ok_rps"] for row in stage_rows),
+        "saturation_stage": saturation,
+        "saturated_at_offered_rps": stages[saturation] if saturation is not None else None,
+        "requests": len(recorder.records),
+        "errors_by_status": errors,
+        "endpoints": endpoints,
+        "stages": stage_rows,
+        "shedding": {
+            "fast_503s": bool(shed) and statistics.median(shed) < 1000,
+            "other_5xx": sum(n for s, n in statuses.items() if s.isdigit() and int(s) >= 500 and s != "503"),
+            "client_timeouts": statuses.get("client_timeout", 0),
+            "connection_errors": sum(n for s, n in statuses.items() if s.startswith("connection")),
+        },
+    }
+
+
+def autoscaling_summary(timeline: list[dict], config: dict, load_end_t: float) -> dict:
+    summary = {}
+    for deployment in config["applications"][0]["deployments"]:
+        name, scaling = deployment["name"], deployment["autoscaling_config"]
+        counts = [(p["t"], p[name]["running"]) for p in timeline if name in p]
+        if not counts:
+            continue
+        peak = max(n for _, n in counts)
+        during = [n for t, n in counts if t <= load_end_t]
+        back_at = next(
+            (t for t, n in counts if t > load_end_t and n <= scaling["min_replicas"]),
+            None,
+        )
+        summary[name] = {
+            "min_replicas": scaling["min_replicas"],
+            "max_replicas": scaling["max_replicas"],
+            "peak_running": peak,
+            "scaled_up": bool(during) and max(during) > scaling["min_replicas"],
+            "scaled_down_after_s": round(back_at - load_end_t, 1) if back_at is not None and peak > 1 else None,
+            "downscale_delay_s": scaling.get("downscale_delay_s"),
+            "upscale_delay_s": scaling.get("upscale_delay_s"),
+        }
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stages", default="10,25,50,100,200,400", help="offered requests/s per stage")
+    parser.add_argument("--stage-seconds", type=float, default=12.0)
+    parser.add_argument("--train-rows", type=int, default=20_000)
+    parser.add_argument("--serve-config", type=Path, default=REPO / "serve_app" / "serve_config.yaml")
+    parser.add_argument("--max-queued", type=int, default=None, help="override max_queued_requests everywhere")
+    parser.add_argument(
+        "--cooldown", type=float, default=None, help="seconds to wait for downscaling (default: delay + 90)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    options = parser.parse_args()
+    stages = [float(s) for s in options.stages.split(",")]
+    report_to, sys.stdout = sys.stdout, sys.stderr  # MLflow and Ray print progress; stdout is the JSON only
+
+    root = Path(tempfile.mkdtemp(prefix="rayestate-load-bench-"))
+    processes: list = []
+    load_before = os.getloadavg()
+    try:
+        serve_url, dashboard_url, config, listing_bodies = start_stack(root, options, processes)
+        batch = [json.dumps({"listings": listing_bodies[i : i + BATCH_LISTINGS]}).encode() for i in range(0, 1000, 100)]
+        singles = [json.dumps(b).encode() for b in listing_bodies[:500]]
+        bodies = {"/predict": singles, "/explain": singles, "/predict/batch": batch}
+        asyncio.run(drive(serve_url, bodies, [5.0], 5.0, options.seed + 1))  # warm-up
+
+        sampler = ReplicaSampler(dashboard_url, config["applications"][0]["name"])
+        sampler.start()
+        load_start = time.monotonic()
+        recorder = asyncio.run(drive(serve_url, bodies, stages, options.stage_seconds, options.seed))
+        load_end_t = round(time.monotonic() - sampler.started, 1)
+        load_s = time.monotonic() - load_start
+        delays = [
+            d["autoscaling_config"].get("downscale_delay_s", 600) for d in config["applications"][0]["deployments"]
+        ]
+        deadline = time.monotonic() + (options.cooldown if options.cooldown is not None else max(delays) + 90)
+        while time.monotonic() < deadline:  # wait for the extra replicas to go
+            time.sleep(5)
+            last = sampler.timeline[-1] if sampler.timeline else {}
+            if all(last.get(d["name"], {}).get("running") == d["autoscaling_config"]["min_replicas"]
+                   for d in config["applications"][0]["deployments"]):  # fmt: skip
+                break
+        time.sleep(2 * sampler.every_s)
+        sampler.halt.set()
+        sampler.join(timeout=30)
+
+        report = summarize(recorder, stages, options.stage_seconds)
+        report = {
+            **report,
+            "load_seconds": round(load_s, 1),
+            "replicas": sampler.changes(),
+            "load_ended_at_t": load_end_t,
+            "autoscaling": autoscaling_summary(sampler.timeline, config, load_end_t),
+            "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+            "setup": {
+                "mix": dict(MIX),
+                "batch_listings": BATCH_LISTINGS,
+                "stage_seconds": options.stage_seconds,
+                "max_queued_requests_override": options.max_queued,
+                "serve_config": str(options.serve_config),
+                "client_timeout_s": CLIENT_TIMEOUT_S,
+            },
+        }
+        print(json.dumps(report), file=report_to, flush=True)
+    finally:
+        try:
+            import ray
+            from ray import serve
+
+            if ray.is_initialized():
+                serve.shutdown()
+                ray.shutdown()
+        finally:
+            for process in reversed(processes):
+                stop(process)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
