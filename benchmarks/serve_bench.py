@@ -160,11 +160,10 @@ def main() -> None:
     report_to, sys.stdout = sys.stdout, sys.stderr  # MLflow and Ray print progress; stdout is the JSON only
 
     root = Path(tempfile.mkdtemp(prefix="rayestate-serve-bench-"))
-    ray_env = (
-        haproxy_ingress_env(root, stats_port=free_port(), metrics_port=free_port())
-        if options.ingress == "haproxy"
-        else {}
-    )
+    ray_env = {}
+    haproxy_dir = Path(tempfile.mkdtemp(prefix="rehap-", dir="/tmp"))  # short: unix socket path limit
+    if options.ingress == "haproxy":
+        ray_env = haproxy_ingress_env(haproxy_dir, stats_port=free_port(), metrics_port=free_port())
     ray_env.update(item.split("=", 1) for item in options.ray_env)
     processes: list[subprocess.Popen] = []
     load_before = os.getloadavg()
@@ -303,6 +302,7 @@ def main() -> None:
             for process in reversed(processes):
                 stop(process)
             shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(haproxy_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -92,10 +92,14 @@ def connect(settings: Settings) -> MlflowClient:
 
 @contextmanager
 def unavailable_as_error(settings: Settings, doing: str) -> Iterator[None]:
-    """Turn a failure while the server is down into MlflowUnavailable naming the URI and the step."""
+    """Turn a failure while the server is down into MlflowUnavailable naming the URI and the step.
+
+    Any exception is checked (Tune wraps trial errors in its own types); if the server still
+    answers, the original exception propagates unchanged.
+    """
     try:
         yield
-    except (MlflowException, OSError) as exc:
+    except Exception as exc:
         uri = settings.mlflow_tracking_uri
         if not uri.startswith(("http://", "https://")):
             raise
@@ -136,7 +140,8 @@ def pipeline_run(
             with suppress(Exception):  # server gone: the run stays RUNNING; the original error matters
                 mlflow.end_run("FAILED")
             raise
-        mlflow.end_run("FINISHED")
+        with unavailable_as_error(settings, "closing the pipeline run"):
+            mlflow.end_run("FINISHED")
     finally:
         mlflow.set_tracking_uri(previous)
 

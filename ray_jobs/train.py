@@ -59,7 +59,8 @@ def train_and_decide(
     registered under ``run_key`` is reused: decided -> its decision is re-applied without any
     training; undecided (a crash after registration) -> it is evaluated and decided now.
     """
-    existing = registry.find_version(client, settings, run_key)
+    with registry.unavailable_as_error(settings, "looking up the run's model version"):
+        existing = registry.find_version(client, settings, run_key)
     if existing is not None and registry.recorded_decision(existing) is not None:
         return _finish_recorded(client, settings, existing)
 
@@ -71,7 +72,10 @@ def train_and_decide(
     )
     model = None  # a version registered by a crashed run is decided on as it is, not retrained
     if existing is None:
-        result = tune_model(splits.train, splits.valid, settings, mlflow_parent_run_id=mlflow.active_run().info.run_id)
+        with registry.unavailable_as_error(settings, "tuning (every trial logs to MLflow)"):
+            result = tune_model(
+                splits.train, splits.valid, settings, mlflow_parent_run_id=mlflow.active_run().info.run_id
+            )
         with registry.unavailable_as_error(settings, "logging the search results"):
             mlflow.log_params({f"best.{k}": v for k, v in result.config.items()} | {"best.rounds": result.best_rounds})
             mlflow.log_metrics(

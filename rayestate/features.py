@@ -220,7 +220,12 @@ class FeatureTransform:
         for column, values in self._encode(_keys(df)).items():
             out[column] = values
         _add_estimates(out)
-        return out[list(FEATURES)]
+        out = out[list(FEATURES)]
+        # Ratios and products of valid inputs can overflow (a bed count of 1e-308 is >= 0); XGBoost
+        # refuses inf, and an overflowed feature carries no information, so it becomes missing.
+        numeric = out.select_dtypes("number").columns
+        out[numeric] = out[numeric].where(np.isfinite(out[numeric]))
+        return out
 
     def _encode(self, keys: dict[str, pd.Series]) -> dict[str, np.ndarray]:
         encoded: dict[str, np.ndarray] = {}

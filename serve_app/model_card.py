@@ -75,7 +75,10 @@ def model_card(settings: Settings, served: dict | None = None) -> dict:
         run_tags.get("trained_at") or params.get("trained_at") or meta.get("trained_at")
         or _iso(run.info.end_time if run else None)
     )  # fmt: skip
-    batches = run_tags.get("training_batches") or params.get("training_batches") or meta.get("training_batches")
+    batches = (
+        (champion.tags or {}).get("training_batches") or run_tags.get("training_batches")
+        or params.get("training_batches") or meta.get("training_batches")
+    )  # fmt: skip
     versions = client.search_model_versions(f"name = '{name}'", max_results=HISTORY_LIMIT)
     aliases: dict[str, list[str]] = {}
     for alias_name, version in (client.get_registered_model(name).aliases or {}).items():

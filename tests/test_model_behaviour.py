@@ -33,14 +33,14 @@ def test_predictions_are_positive_and_finite(real, model):
         assert np.isfinite(predicted).all() and (predicted > 0).all()
 
 
-def test_more_living_area_never_lowers_the_price_much(real, model):
+def test_more_living_area_never_lowers_the_price(real, model):
     homes = real.test[real.test["house_size"].between(600, 5_000)].head(300)
     base = model.predict(homes)
-    for factor in (1.25, 1.5, 2.0):
+    for factor in (1.1, 1.5, 2.0):
         bigger = model.predict(homes.assign(house_size=homes["house_size"] * factor))
         ratio = bigger / base
         assert np.median(ratio) > 1.02, factor  # typically worth more...
-        assert ratio.min() > 0.85, factor  # ...and never much less
+        assert ratio.min() > 0.999, factor  # ...and never less (monotone constraints)
 
 
 def test_an_unknown_state_still_gets_a_price(real, model):

@@ -207,3 +207,26 @@ def test_mlflow_down_mid_run_is_a_clear_error_and_the_rerun_finishes(own_mlflow,
     assert redo.outcome == "promoted"
     assert len(versions(client, settings)) == 2
     assert all(registry.is_complete(v) for v in versions(client, settings))
+
+
+def test_the_pipeline_run_records_drift_outcome_and_failure(mlflow_server, tmp_path):
+    from ray_jobs.drift import DriftReport
+
+    settings = settings_for(mlflow_server, tmp_path)
+    client = registry.connect(settings)
+    report = DriftReport(
+        verdict="no_drift", reason="nothing moved", features=[], n_reference=10, n_current=10,
+        alpha=0.01, effect_threshold=0.02, missing_threshold=0.05,
+    )  # fmt: skip
+    with registry.pipeline_run(client, settings, "ok-key", ["b1"]) as ok:
+        registry.log_drift(report)
+        registry.log_outcome("skipped", "no drift and too few new rows")
+    run = client.get_run(ok.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["drift_verdict"] == "no_drift" and run.data.tags["outcome"] == "skipped"
+    assert run.data.metrics["drift.detected"] == 0.0
+    assert "drift_report.json" in [a.path for a in client.list_artifacts(ok.info.run_id)]
+
+    with pytest.raises(RuntimeError, match="boom"), registry.pipeline_run(client, settings, "bad-key", ["b1"]) as bad:
+        raise RuntimeError("boom")
+    assert client.get_run(bad.info.run_id).info.status == "FAILED"

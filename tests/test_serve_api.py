@@ -103,6 +103,18 @@ def test_batch_prices_good_rows_and_reports_bad_ones_by_index(api):
     assert body["model_version"] == served_version(api)
 
 
+def test_big_batches_are_priced_in_chunks_in_order(api):
+    listings = [{**LISTING, "house_size": 800 + 2 * i} for i in range(1_200)]
+    listings[700] = {**LISTING, "bed": -1}
+    body = api.post("/predict/batch", json={"listings": listings}).json()
+    assert [e["index"] for e in body["errors"]] == [700]
+    prices = body["prices"]
+    assert prices[700] is None and all(p is not None for i, p in enumerate(prices) if i != 700)
+    for index in (0, 499, 500, 1_199):
+        single = api.post("/predict", json=listings[index]).json()["price"]
+        assert prices[index] == pytest.approx(single, rel=1e-9)
+
+
 def test_batch_over_the_configured_maximum_is_413(api):
     listing = {"bed": 1, "bath": 1, "acre_lot": 0, "house_size": 500, "state": "Ohio"}
     detail = assert_json_error(api.post("/predict/batch", json={"listings": [listing] * 10_001}), 413)
@@ -200,8 +212,9 @@ def test_autoscaling_config_is_deployed_as_configured(dashboard_url, serve_app_u
         assert deployed["max_ongoing_requests"] == spec["max_ongoing_requests"]
         for key, value in spec["autoscaling_config"].items():
             assert deployed["autoscaling_config"][key] == value
-        if "user_config" in spec:
-            assert deployed["user_config"]["max_batch_size"] == spec["user_config"]["max_batch_size"]
+        for key, value in spec.get("user_config", {}).items():
+            if key != "reload_poll_s":  # tests poll faster
+                assert deployed["user_config"][key] == value
 
 
 def test_request_metrics_are_exported(api, ray_cluster):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -10,7 +9,7 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from conftest import BIN, free_port, stop_process, wait_http
+from conftest import BIN, free_port, running_server, stop_process
 from mlflow.tracking import MlflowClient
 from serve_fixtures import serve_test_config
 
@@ -105,22 +104,14 @@ def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
 def own_mlflow_server(tmp_path):
     """A second real MLflow server that this test may stop (the session one is shared)."""
     port = free_port()
-    log = (tmp_path / "mlflow.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--artifacts-destination", str(tmp_path / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    command = [
+        str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--artifacts-destination", str(tmp_path / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{uri}/health", timeout=120, process=process)
+    with running_server(command, f"{uri}/health", tmp_path / "mlflow.log") as process:
         yield uri, process
-    finally:
-        stop_process(process)
-        log.close()
 
 
 def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
@@ -139,6 +130,9 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
         config = serve_test_config(
             champion, port=serve_http_port, state_dir=serve_state_dir, poll_s=1, extra_apps=extra_apps
         )
+        for app in config["applications"][1:]:  # one replica each is enough here; spare the 2 cores
+            for deployment in app["deployments"]:
+                deployment["autoscaling_config"]["min_replicas"] = 1
         deploy_config(dashboard_url, config)
         try:
             outage_url = f"{serve_app_url}/outage"

@@ -1,0 +1,181 @@
+"""The inference log: what the Serve app was asked and answered, as Parquet in the data store.
+
+Serving must never wait for the store, so replicas append rows to an in-memory buffer and a
+background task writes them in batches (every ``flush_s`` or ``max_rows`` rows), in a thread,
+each file published atomically:
+
+    <store>/inference_log/date=YYYY-MM-DD/part-<utc time>-<writer>-<seq>.parquet
+
+A store outage never fails a request: rows wait in the buffer (bounded; the oldest are dropped
+and counted when it overflows) and the next flush retries. Each row holds the listing's raw
+columns, ``price`` = the model's predicted price (live traffic has no sale price, so a drift
+check on it measures prediction drift), plus model_version, endpoint, latency_ms, logged_at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import threading
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from ray_jobs import store
+from rayestate.schema import RAW_COLUMNS, RAW_SCHEMA
+from rayestate.settings import Settings
+
+PREFIX = "inference_log"
+EXTRA_FIELDS = [
+    pa.field("model_version", pa.string()),
+    pa.field("endpoint", pa.string()),
+    pa.field("latency_ms", pa.float64()),
+    pa.field("logged_at", pa.timestamp("ms", tz="UTC")),
+]
+LOG_SCHEMA = pa.schema([*RAW_SCHEMA, *EXTRA_FIELDS])
+
+
+class InferenceLogWriter:
+    """Buffers inference rows and writes them to the store in batches, off the request path."""
+
+    def __init__(self, settings: Settings, *, flush_s: float = 10.0, max_rows: int = 5_000, max_buffer: int = 200_000):
+        self._settings = settings
+        self.flush_s, self.max_rows = flush_s, max_rows
+        self._buffer: deque[dict] = deque(maxlen=max_buffer)
+        self._lock = threading.Lock()
+        self._writer_id = uuid.uuid4().hex[:8]
+        self._seq = 0
+        self.rows_written = 0
+        self.rows_dropped = 0
+        self.last_error: str | None = None
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+
+    # --- the request path: cheap, never raises -------------------------------------------------
+    def add(
+        self, rows: list[dict], prices: list[float | None], *, model_version: str, endpoint: str, latency_ms: float
+    ):
+        """Queue one row per priced listing (raw-schema dicts, as sent to the model)."""
+        now = datetime.now(UTC)
+        with self._lock:
+            for row, price in zip(rows, prices, strict=True):
+                if price is None:
+                    continue
+                if len(self._buffer) == self._buffer.maxlen:
+                    self.rows_dropped += 1  # the deque drops the oldest row
+                entry = {c: row.get(c) for c in RAW_COLUMNS}
+                entry.update(price=float(price), model_version=model_version, endpoint=endpoint,
+                             latency_ms=float(latency_ms), logged_at=now)  # fmt: skip
+                self._buffer.append(entry)
+            full = len(self._buffer) >= self.max_rows
+        self._ensure_started()
+        if full and self._wake is not None:
+            self._wake.set()
+
+    def _ensure_started(self) -> None:
+        """Start the flush loop on the caller's event loop the first time rows arrive."""
+        if self._task is None:
+            with contextlib.suppress(RuntimeError):  # no running loop (a synchronous caller): call flush()
+                self.start()
+
+    # --- the background writer ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the flush loop on the running event loop (add() does this itself when it can)."""
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Write what is buffered (in a thread); returns rows written. Failures keep the rows."""
+        with self._lock:
+            rows = list(self._buffer)
+            self._buffer.clear()
+        if not rows:
+            return 0
+        try:
+            await asyncio.to_thread(self._write, rows)
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            with self._lock:  # put them back in front of newer rows; the deque bound still applies
+                overflow = len(rows) + len(self._buffer) - (self._buffer.maxlen or 0)
+                self.rows_dropped += max(0, overflow)
+                self._buffer.extendleft(reversed(rows))
+            return 0
+        self.rows_written += len(rows)
+        self.last_error = None
+        return len(rows)
+
+    def _write(self, rows: list[dict]) -> str:
+        self._seq += 1
+        table = pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        stamp = datetime.now(UTC)
+        relative = f"{PREFIX}/date={stamp:%Y-%m-%d}/part-{stamp:%H%M%S%f}-{self._writer_id}-{self._seq:06d}.parquet"
+        target = store.open_store(self._settings)
+        store._put(target, target.path(relative), buffer.getvalue())  # the store's atomic write
+        return relative
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.flush()
+
+    def status(self) -> dict:
+        return {"rows_written": self.rows_written, "rows_buffered": len(self._buffer),
+                "rows_dropped": self.rows_dropped, "last_error": self.last_error}  # fmt: skip
+
+
+def read_inference_log(
+    settings: Settings, *, since: datetime | None = None, limit_files: int | None = None
+) -> pd.DataFrame:
+    """The logged rows (optionally only those logged at or after ``since``) as one DataFrame."""
+    target = store.open_store(settings)
+    selector = pafs.FileSelector(target.path(PREFIX), recursive=True, allow_not_found=True)
+    files = sorted(
+        info.path
+        for info in target.fs.get_file_info(selector)
+        if info.is_file and info.base_name.endswith(".parquet") and not info.base_name.startswith(".")
+    )
+    if since is not None:  # files are named by write time; a file can only hold rows logged before it
+        files = [f for f in files if _file_time(f) is None or _file_time(f) >= since.replace(tzinfo=None)]
+    if limit_files is not None:
+        files = files[-limit_files:]
+    if not files:
+        return LOG_SCHEMA.empty_table().to_pandas()
+    frame = pa.concat_tables(pq.read_table(f, filesystem=target.fs, schema=LOG_SCHEMA) for f in files).to_pandas()
+    if since is not None:
+        frame = frame[frame["logged_at"] >= pd.Timestamp(since).tz_convert("UTC") if since.tzinfo else since]
+    return frame.reset_index(drop=True)
+
+
+def _file_time(path: str) -> datetime | None:
+    try:
+        date = path.split("date=")[1][:10]
+        clock = path.rsplit("/part-", 1)[1][:12]
+        return datetime.strptime(date + clock, "%Y-%m-%d%H%M%S%f")
+    except (IndexError, ValueError):
+        return None
+
+
+def wait_for_rows(settings: Settings, rows: int, timeout_s: float = 60.0) -> pd.DataFrame:
+    """Poll the log until it holds at least ``rows`` rows (tests, smoke checks)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        frame = read_inference_log(settings)
+        if len(frame) >= rows or time.monotonic() > deadline:
+            return frame
+        time.sleep(0.5)
