@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from mlflow.tracking import MlflowClient
 
 from rayestate.features import FEATURE_LABELS, FEATURES
+from rayestate.schema import STATES, STATUSES
 from rayestate.settings import Settings
 
 HISTORY_LIMIT = 50
@@ -62,6 +63,16 @@ def drift_reports(settings: Settings, limit: int = DRIFT_LIMIT) -> tuple[list, s
         return [], f"could not read drift reports: {type(exc).__name__}: {exc}"[:300]
 
 
+def pipeline_runs(settings: Settings, limit: int = DRIFT_LIMIT) -> tuple[list, str | None]:
+    """The pipeline's finished runs (its ledger), newest first, or [] and a note saying why not."""
+    try:
+        from ray_jobs.pipeline import pipeline_history
+
+        return pipeline_history(settings, limit), None
+    except Exception as exc:
+        return [], f"could not read the pipeline runs: {type(exc).__name__}: {exc}"[:300]
+
+
 def model_card(settings: Settings, served: dict | None = None) -> dict:
     """The champion's registry record, run metrics, promotion history and drift reports."""
     client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
@@ -94,6 +105,7 @@ def model_card(settings: Settings, served: dict | None = None) -> dict:
         for v in sorted(versions, key=lambda v: -int(v.version))
     ]
     drift, drift_note = drift_reports(settings)
+    runs, runs_note = pipeline_runs(settings)
     return {
         "model_name": name,
         "model_alias": alias,
@@ -113,5 +125,8 @@ def model_card(settings: Settings, served: dict | None = None) -> dict:
         "promotion_history": history,
         "drift_reports": drift,
         "drift_note": drift_note,
+        "pipeline_runs": runs,
+        "pipeline_runs_note": runs_note,
+        "categories": {"state": list(STATES), "status": list(STATUSES)},
         "features": [{"name": f, "label": FEATURE_LABELS.get(f, f)} for f in FEATURES],
     }
