@@ -163,7 +163,8 @@ def main() -> None:
     ray_env = {}
     haproxy_dir = Path(tempfile.mkdtemp(prefix="rehap-", dir="/tmp"))  # short: unix socket path limit
     if options.ingress == "haproxy":
-        ray_env = haproxy_ingress_env(haproxy_dir, stats_port=free_port(), metrics_port=free_port())
+        ports = {"stats_port": free_port(), "metrics_port": free_port(), "fallback_port": free_port()}
+        ray_env = haproxy_ingress_env(haproxy_dir, **ports)
     ray_env.update(item.split("=", 1) for item in options.ray_env)
     processes: list[subprocess.Popen] = []
     load_before = os.getloadavg()

@@ -18,7 +18,9 @@ import shutil
 from pathlib import Path
 
 
-def haproxy_ingress_env(runtime_dir: Path, *, stats_port: int = 8404, metrics_port: int = 9101) -> dict[str, str]:
+def haproxy_ingress_env(
+    runtime_dir: Path, *, stats_port: int = 8404, metrics_port: int = 9101, fallback_port: int = 8500
+) -> dict[str, str]:
     """Variables that switch Serve to the HAProxy ingress, with its files under runtime_dir.
 
     Keep runtime_dir short (e.g. /tmp/rehap-xxxx): HAProxy's admin socket goes in a per-cluster
@@ -32,6 +34,8 @@ def haproxy_ingress_env(runtime_dir: Path, *, stats_port: int = 8404, metrics_po
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        # Serve's own proxy stays up as HAProxy's fallback backend, on this port.
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(runtime_dir / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(runtime_dir / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(runtime_dir),

@@ -10,13 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from ray_jobs import store
 from ray_jobs.inference_log import InferenceLogWriter, read_inference_log
 from ray_jobs.live_drift import parse_since
-from rayestate.schema import RAW_COLUMNS
-from rayestate.synthetic import generate_listings, generate_table
+from rayestate.schema import RAW_COLUMNS, conform_table
+from rayestate.synthetic import generate_listings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,9 +114,9 @@ def test_live_traffic_drift_vs_the_champion(mlflow_server, settings, tmp_path):
     from serve_app.sample_model import register_champion, train_price_model
 
     settings = settings.model_copy(update={"mlflow_tracking_uri": mlflow_server, "model_name": f"live-{tmp_path.name}"})
-    training = generate_table(4000, seed=1)
-    publish_clean_batch(settings, "file-t.g0.file.b000001", training)
-    frame = training.to_pandas()
+    frame = generate_listings(5000, seed=1)
+    frame = frame[frame["price"].between(1_000, 1e8)].reset_index(drop=True)  # as the cleaning job leaves it
+    publish_clean_batch(settings, "file-t.g0.file.b000001", conform_table(pa.Table.from_pandas(frame)))
     register_champion(
         mlflow_server, train_price_model(frame, rounds=20), frame, name=settings.model_name,
         tags={"training_batches": json.dumps(["file-t.g0.file.b000001"]), "decision": "first_model"},
