@@ -359,6 +359,12 @@ def pipeline_ledger(settings) -> list[dict]:
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Serve replaces the app's BackPressureError handler with its own plain-text 503; "
+    "serve_app/app.py:_answer must turn BackPressureError into HTTPException(503) (see the issue 7 report)",
+)
 def test_overload_is_shed_with_json_503s_and_nothing_hangs(
     serve_app_url, serve_http_port, serve_state_dir, dashboard_url, champion
 ):
