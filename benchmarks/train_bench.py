@@ -11,7 +11,7 @@
 Prints ONE JSON object (Tune's progress goes to stderr). Bar: MdAPE <= 0.19 and R² (log) >= 0.78,
 with tuning inside 10 minutes on a 2-core machine.
 
-    .venv/bin/python benchmarks/train_bench.py [--samples 24] [--time-budget 480] [--cpus 2]
+    .venv/bin/python benchmarks/train_bench.py [--samples 48] [--time-budget 480] [--cpus 2]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=24, help="Tune trials (the time budget usually ends the search first)")
+    parser.add_argument("--samples", type=int, default=48, help="Tune trials (the time budget usually ends the search first)")
     parser.add_argument("--time-budget", type=float, default=480.0, help="Tune time budget, seconds")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()

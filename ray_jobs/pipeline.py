@@ -38,6 +38,7 @@ class PipelineResult:
     reason: str
     batches: list[str] = field(default_factory=list)
     new_rows: int = 0
+    rows_ingested: int = 0
     drift_verdict: str | None = None
     model_version: str | None = None
     mlflow_run_id: str | None = None
@@ -48,8 +49,12 @@ class PipelineResult:
 # --- stages ----------------------------------------------------------------------------------
 
 
-def ingest_new_batches(settings: Settings, max_batches: int) -> list[str]:
-    """Fetch up to max_batches new batches, publish them raw, clean them; returns their ids."""
+def ingest_new_batches(settings: Settings, max_batches: int) -> list[store.RawRecord]:
+    """Fetch up to max_batches new batches, publish them raw, clean them; returns their raw records.
+
+    A malformed data-API answer is quarantined (ray_jobs.quarantine) and stops the run with a
+    clear error; the raw store never sees it.
+    """
     from ray_jobs.clean import clean_batch
     from ray_jobs.ingest import ingest_batch
 
@@ -57,13 +62,14 @@ def ingest_new_batches(settings: Settings, max_batches: int) -> list[str]:
     for batch in _new_batches(settings, max_batches):
         record = ingest_batch(settings, batch)
         clean_batch(settings, record.batch_id)
-        ingested.append(record.batch_id)
+        ingested.append(record)
         print(f"[pipeline] batch {record.batch_id}: {record.rows:,} raw rows ingested and cleaned", flush=True)
     return ingested
 
 
 def _new_batches(settings: Settings, max_batches: int):
-    from ray_jobs.source import fetch_batch, read_file_batches
+    from ray_jobs.quarantine import fetch_batch_or_quarantine
+    from ray_jobs.source import read_file_batches
 
     if settings.source_path is not None:
         done = {r.batch_id for r in store.list_records(settings, "raw")}
@@ -72,7 +78,7 @@ def _new_batches(settings: Settings, max_batches: int):
             yield batch
         return
     for _ in range(max_batches):
-        batch = fetch_batch(settings)
+        batch = fetch_batch_or_quarantine(settings)
         if batch is None:
             print("[pipeline] data API has no new batch", flush=True)
             return
@@ -111,10 +117,12 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
 
     connect_ray(settings)
     client = registry.connect(settings)  # fails fast, naming the URI, when MLflow is unreachable
-    ingest_new_batches(settings, max_batches or settings.max_batches_per_run)
+    rows_ingested = sum(r.rows for r in ingest_new_batches(settings, max_batches or settings.max_batches_per_run))
     pending = pending_batches(settings)
     if not pending:
-        return PipelineResult(run_key="-", outcome="no_new_data", reason="no new batch since the last run")
+        return PipelineResult(
+            run_key="-", outcome="no_new_data", reason="no new batch since the last run", rows_ingested=rows_ingested
+        )
 
     run_key = run_key_of(pending)
     records = {r.batch_id: r for r in store.list_records(settings, "clean")}
@@ -137,7 +145,7 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
 
     result = PipelineResult(
         run_key=run_key, outcome="skipped", reason=reason, batches=pending, new_rows=new_rows,
-        drift_verdict=report.verdict if report else None,
+        rows_ingested=rows_ingested, drift_verdict=report.verdict if report else None,
     )  # fmt: skip
     with registry.pipeline_run(client, settings, run_key, pending, records) as run:
         result.mlflow_run_id = run.info.run_id
@@ -153,6 +161,11 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
         registry.log_outcome(result.outcome, result.reason)
     record_result(settings, result)
     return result
+
+
+def source_label(settings: Settings) -> str:
+    """The metrics' source tag: "file" or "api"."""
+    return "file" if settings.source_path is not None else "api"
 
 
 def connect_ray(settings: Settings) -> None:
@@ -203,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"pipeline: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
+    from ray_jobs.pipeline_metrics import record_pipeline_metrics
+
+    record_pipeline_metrics(result, rows_ingested=result.rows_ingested, source=source_label(settings))
     summary = {**asdict(result), "seconds": round(time.monotonic() - started, 1)}
     print(f"[pipeline] {result.outcome}: {result.reason}", flush=True)
     print(json.dumps(summary, default=str), flush=True)

@@ -87,8 +87,10 @@ class Settings(BaseSettings):
         0.05, gt=0, le=1, description="Change in a column's missing share that counts as drift (0.05 = 5 points)."
     )
     drift_min_rows: int = Field(200, ge=1, description="Rows each side needs before a drift check is run.")
-    tune_num_samples: int = Field(12, ge=1, le=10_000)
-    tune_time_budget_s: float = Field(480.0, gt=0)
+    tune_num_samples: int = Field(
+        48, ge=1, le=10_000, description="Tune trials at most; on 2 CPUs the time budget usually ends the search first."
+    )
+    tune_time_budget_s: float = Field(480.0, gt=0, description="Wall-clock budget of one search, seconds.")
     tune_max_concurrent: int = Field(0, ge=0, description="0 = number of cluster CPUs.")
     promotion_min_improvement: float = Field(
         0.0, ge=0, description="Required lower-bound improvement in MdAPE-like loss before promoting."

@@ -66,11 +66,6 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
-@api.exception_handler(BackPressureError)
-async def _overloaded(request: Request, exc: BackPressureError) -> JSONResponse:
-    return JSONResponse(status_code=503, content={"detail": "the model service is overloaded; retry shortly"})
-
-
 @api.exception_handler(Exception)
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # The stack trace goes to the replica log, never to the client.
@@ -79,9 +74,16 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _answer(call, deployment: str):
-    """Await a DeploymentHandle call: "nobody answers" is a 503, a row the model failed on a 500."""
+    """Await a DeploymentHandle call: overload or "nobody answers" is a 503, a row the model failed on a 500.
+
+    Serve's backpressure (the callee's queue is full) is turned into an HTTPException here: an
+    app-level exception handler for BackPressureError never runs, Serve answers it first with a
+    plain-text 503.
+    """
     try:
         result = await asyncio.wait_for(call, MODEL_CALL_TIMEOUT_S)
+    except BackPressureError:
+        raise HTTPException(503, f"the {deployment} is overloaded; retry shortly") from None
     except TimeoutError:
         raise HTTPException(503, f"the {deployment} did not answer within {MODEL_CALL_TIMEOUT_S:.0f}s") from None
     if "error" in result:

@@ -242,6 +242,8 @@ def test_the_pipeline_stops_on_a_malformed_batch_with_the_raw_store_unchanged(se
             ingest_new_batches(api_settings(settings, proxy.url), 1)
         assert raw_store_files(settings) == before
         assert [r.batch_number for r in store.list_records(settings, "raw")] == [1]
+        (entry,) = list_quarantine(settings)  # the pipeline kept what the API sent, and why
+        assert read_payload(settings, entry.entry_id) == old_format and "brokered_by" in entry.reason
         with FaultProxy(server.url, []) as proxy:  # the API is fixed: the next batch flows again
             assert len(ingest_new_batches(api_settings(settings, proxy.url), 1)) == 1
 
@@ -359,12 +361,6 @@ def pipeline_ledger(settings) -> list[dict]:
 
 @pytest.mark.integration
 @pytest.mark.timeout(600)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Serve replaces the app's BackPressureError handler with its own plain-text 503; "
-    "serve_app/app.py:_answer must turn BackPressureError into HTTPException(503) (see the issue 7 report)",
-)
 def test_overload_is_shed_with_json_503s_and_nothing_hangs(
     serve_app_url, serve_http_port, serve_state_dir, dashboard_url, champion
 ):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from data_fixtures import FaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "kuberay/monitoring/rayestate-dashboard.json"
@@ -54,14 +55,41 @@ def test_pipeline_figures_are_exported_as_ray_metrics(ray_cluster):
         SimpleNamespace(outcome="promoted", drift_verdict="drift"), rows_ingested=1234, source=source
     )
     record_pipeline_metrics(SimpleNamespace(outcome="skipped", drift_verdict=None), rows_ingested=66, source=source)
-    deadline = time.monotonic() + 120  # Ray exports every few seconds
-    while True:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-        rows = metric_value(text, "ray_rayestate_rows_ingested_total", source=source)
-        if rows == 1300 or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    rows = scrape_until(port, "ray_rayestate_rows_ingested_total", 1300, source=source)
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
     assert rows == 1300
     assert (metric_value(text, "ray_rayestate_promotions_total", decision="promoted") or 0) >= 1
     assert (metric_value(text, "ray_rayestate_drift_verdicts_total", verdict="drift") or 0) >= 1
     assert (metric_value(text, "ray_rayestate_pipeline_runs_total", outcome="skipped") or 0) >= 1
+
+
+def scrape_until(port: int, name: str, want: float, timeout_s: float = 120.0, **labels) -> float | None:
+    """Poll Ray's Prometheus endpoint until ``name{labels}`` reaches ``want`` (Ray exports every few s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = metric_value(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text, name, **labels)
+        if (value or 0) >= want or time.monotonic() > deadline:
+            return value
+        time.sleep(2)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(240)
+def test_the_pipeline_entry_point_counts_its_run(ray_cluster, mlflow_server, tmp_path, monkeypatch):
+    """`python -m ray_jobs.pipeline`'s main() records the run's outcome; here the data API (a loopback
+    stand-in answering the course API's 'exhausted' 400) has nothing new."""
+    from ray_jobs import pipeline
+    from rayestate.data_api import EXHAUSTED_DETAIL
+
+    port = ray_cluster.address_info["metrics_export_port"]
+    before = metric_value(
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text,
+        "ray_rayestate_pipeline_runs_total", outcome="no_new_data",
+    ) or 0  # fmt: skip
+    exhausted = (400, json.dumps({"detail": EXHAUSTED_DETAIL}).encode())
+    monkeypatch.setenv("RAYESTATE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RAYESTATE_MLFLOW_TRACKING_URI", mlflow_server)
+    with FaultProxy(None, [exhausted]) as api:
+        assert pipeline.main(["--source-url", api.url]) == 0
+    after = scrape_until(port, "ray_rayestate_pipeline_runs_total", before + 1, outcome="no_new_data")
+    assert after == before + 1
