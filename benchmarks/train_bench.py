@@ -59,7 +59,9 @@ def test_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=48, help="Tune trials (the time budget usually ends the search first)")
+    parser.add_argument(
+        "--samples", type=int, default=48, help="Tune trials (the time budget usually ends the search first)"
+    )
     parser.add_argument("--time-budget", type=float, default=480.0, help="Tune time budget, seconds")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()

@@ -73,9 +73,7 @@ def conform_table(table: pa.Table, *, where: str = "batch") -> pa.Table:
         try:
             arrays.append(column.cast(field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SchemaError(
-                f"{where}: column {field.name!r} cannot be read as {field.type} ({exc})"
-            ) from None
+            raise SchemaError(f"{where}: column {field.name!r} cannot be read as {field.type} ({exc})") from None
     return pa.Table.from_arrays(arrays, schema=RAW_SCHEMA)
 
 
@@ -124,9 +122,16 @@ class Listing(BaseModel):
 
     bed: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_BED, description="Bedrooms", examples=[3])
     bath: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_BATH, description="Bathrooms", examples=[2])
-    acre_lot: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_ACRE_LOT, description="Lot size in acres", examples=[0.25])
+    acre_lot: float = Field(
+        ..., allow_inf_nan=False, ge=0, le=MAX_ACRE_LOT, description="Lot size in acres", examples=[0.25]
+    )
     house_size: float = Field(
-        ..., allow_inf_nan=False, ge=MIN_HOUSE_SIZE, le=MAX_HOUSE_SIZE, description="Living area, sq ft", examples=[1800]
+        ...,
+        allow_inf_nan=False,
+        ge=MIN_HOUSE_SIZE,
+        le=MAX_HOUSE_SIZE,
+        description="Living area, sq ft",
+        examples=[1800],
     )
     state: str = Field(..., min_length=2, max_length=40, examples=["Florida"])
     status: Literal["for_sale", "sold", "ready_to_build"] = "for_sale"
