@@ -264,7 +264,7 @@ def main() -> None:
                 "rounds": options.rounds,
                 "ingress": options.ingress,
                 "ray_env": ray_env,
-                "serve_config": str(options.serve_config.relative_to(REPO)),
+                "serve_config": str(options.serve_config.resolve()).removeprefix(f"{REPO}/"),
             },
         }
         for endpoint in ("predict", "explain"):
