@@ -7,6 +7,7 @@ session cluster instead of starting its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -47,6 +48,15 @@ def wait_http(url: str, *, timeout: float = 60.0, process: subprocess.Popen | No
             pass
         time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def last_json_line(output: str) -> dict:
+    """The last line of a job's output that is a JSON object (Ray interleaves worker log lines)."""
+    for line in reversed(output.strip().splitlines()):
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                return json.loads(line)
+    raise AssertionError(f"no JSON summary line in the output:\n{output[-3000:]}")
 
 
 def stop_process(process: subprocess.Popen) -> None:

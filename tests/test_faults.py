@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import BIN, REPO, free_port, stop_process, wait_http
+from conftest import BIN, REPO, free_port, last_json_line, stop_process, wait_http
 from data_fixtures import FaultProxy
 from mlflow.tracking import MlflowClient
 from serve_fixtures import serve_test_config
@@ -336,7 +336,7 @@ def test_pipeline_killed_mid_tuning_then_mid_registration_finishes_once(ray_clus
 
     code, out, _ = run_pipeline_process(env, tmp_path / "run3.log")
     assert code == 0, out[-3000:]
-    result = json.loads(out.strip().splitlines()[-1])
+    result = last_json_line(out)
     assert result["outcome"] == "first_model", result
     (version,) = versions()  # one version for the run key, however many attempts
     assert registry.is_complete(version) and version.version == result["model_version"]
@@ -346,7 +346,7 @@ def test_pipeline_killed_mid_tuning_then_mid_registration_finishes_once(ray_clus
     assert len(store.list_records(settings, "raw")) == 1  # the batch was fetched once, not per attempt
 
     code, out, _ = run_pipeline_process(env, tmp_path / "run4.log")  # nothing new: nothing changes
-    assert code == 0 and json.loads(out.strip().splitlines()[-1])["outcome"] == "no_new_data"
+    assert code == 0 and last_json_line(out)["outcome"] == "no_new_data"
     assert len(versions()) == 1
 
 

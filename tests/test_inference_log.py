@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import last_json_line
 
 from ray_jobs import store
 from ray_jobs.inference_log import InferenceLogWriter, read_inference_log
@@ -141,14 +142,14 @@ def test_live_traffic_drift_vs_the_champion(mlflow_server, settings, tmp_path):
     asyncio.run(writer.flush())
     calm = run("--since", "1h")
     assert calm.returncode == 0, calm.stderr[-2000:]
-    summary = json.loads(calm.stdout.strip().splitlines()[-1])
+    summary = last_json_line(calm.stdout)
     assert summary["verdict"] == "no_drift" and summary["n_current"] == 1500, summary
 
     shifted = generate_listings(1500, seed=3)
     writer.add(raw_rows(1500, seed=3, house_size=shifted["house_size"] * 1.8), shifted["price"].tolist(),
                model_version="1", endpoint="/predict", latency_ms=2)  # fmt: skip
     asyncio.run(writer.flush())
-    moved = json.loads(run().stdout.strip().splitlines()[-1])
+    moved = last_json_line(run().stdout)
     assert moved["verdict"] == "drift" and "house_size" in moved["reason"], moved
     from ray_jobs.drift import load_drift_history
 

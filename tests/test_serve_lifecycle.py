@@ -67,6 +67,16 @@ def wait_for_version(url: str, version: str, *, timeout: float = 120.0) -> dict:
     raise TimeoutError(f"{url} did not move to version {version}: {body}")
 
 
+def wait_until_every_answer_is(url: str, version: str, *, in_a_row: int = 30, timeout: float = 60.0) -> None:
+    """Poll /predict until `in_a_row` consecutive answers come from `version` (every replica swapped)."""
+    deadline, streak = time.monotonic() + timeout, 0
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while streak < in_a_row:
+            assert time.monotonic() < deadline, f"some replicas still answer with a version other than {version}"
+            answer = client.post("/predict", json=LISTING)
+            streak = streak + 1 if answer.json().get("model_version") == version else 0
+
+
 def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
     client = MlflowClient(tracking_uri=champion.tracking_uri)
     start_version = wait_ready(serve_app_url)["model_version"]
@@ -82,6 +92,8 @@ def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
             reload = httpx.post(f"{serve_app_url}/reload", timeout=60)
             assert reload.status_code == 200 and reload.json()["model_version"] == challenger
             wait_for_version(serve_app_url, challenger)
+            # /reload reached one replica of each deployment; the others follow on their next poll.
+            wait_until_every_answer_is(serve_app_url, challenger)
             switched_at = time.monotonic()
             time.sleep(3)
             # Back to the original version without /reload: the replicas' alias polling must find it.
@@ -141,16 +153,16 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
 
             stop_process(process)  # MLflow goes away
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline:  # until both deployments have failed an alias poll
                 ready = httpx.get(f"{outage_url}/ready", timeout=30)
-                if not ready.json()["registry_reachable"]:
+                if all(ready.json()[part].get("registry_reachable") is False for part in ("predictor", "explainer")):
                     break
                 time.sleep(1)
             assert ready.status_code == 200, ready.text
             body = ready.json()
             assert body["ready"] is True and body["registry_reachable"] is False
             assert body["model_version"] == version and "unreachable" in body["detail"]
-            assert "still serving version" in body["predictor"]["last_error"]
+            assert all("still serving version" in body[part]["last_error"] for part in ("predictor", "explainer"))
             for _ in range(5):
                 after = httpx.post(f"{outage_url}/predict", json=LISTING, timeout=60)
                 assert after.status_code == 200 and after.json()["price"] == pytest.approx(before["price"])
