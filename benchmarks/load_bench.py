@@ -8,7 +8,7 @@ stage until the app cannot keep up; then the load stops and the run waits for Se
 autoscaler to remove the extra replicas (it has downscale_delay_s to do so). Prints ONE JSON
 object:
 
-    .venv/bin/python benchmarks/load_bench.py [--stages 10,25,50,100,200,400] [--stage-seconds 12]
+    .venv/bin/python benchmarks/load_bench.py [--stages 10,25,50,100,200,400] [--stage-seconds 20]
         [--max-queued N] [--cooldown 420]
 
 Keys: sustained_ok_rps (2xx/s over the whole ramp), peak_ok_rps (best stage), saturation_stage
@@ -271,6 +271,12 @@ def summarize(recorder: Recorder, stages: list[float], stage_s: float) -> dict:
     }
 
 
+def at_minimum(counts: dict, deployment: dict) -> bool:
+    """Running and target replicas are both back at min_replicas (no scale-up still pending)."""
+    floor = deployment["autoscaling_config"]["min_replicas"]
+    return counts.get("running") == floor and counts.get("target", floor) == floor
+
+
 def autoscaling_summary(timeline: list[dict], config: dict, load_end_t: float) -> dict:
     summary = {}
     for deployment in config["applications"][0]["deployments"]:
@@ -289,7 +295,9 @@ def autoscaling_summary(timeline: list[dict], config: dict, load_end_t: float) -
             "max_replicas": scaling["max_replicas"],
             "peak_running": peak,
             "scaled_up": bool(during) and max(during) > scaling["min_replicas"],
-            "scaled_down_after_s": round(back_at - load_end_t, 1) if back_at is not None and peak > 1 else None,
+            "scaled_down_after_s": (
+                round(back_at - load_end_t, 1) if back_at is not None and peak > scaling["min_replicas"] else None
+            ),
             "downscale_delay_s": scaling.get("downscale_delay_s"),
             "upscale_delay_s": scaling.get("upscale_delay_s"),
         }
@@ -299,7 +307,7 @@ def autoscaling_summary(timeline: list[dict], config: dict, load_end_t: float) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stages", default="10,25,50,100,200,400", help="offered requests/s per stage")
-    parser.add_argument("--stage-seconds", type=float, default=12.0)
+    parser.add_argument("--stage-seconds", type=float, default=20.0, help="past saturation for >= 60 s")
     parser.add_argument("--train-rows", type=int, default=20_000)
     parser.add_argument("--serve-config", type=Path, default=REPO / "serve_app" / "serve_config.yaml")
     parser.add_argument("--max-queued", type=int, default=None, help="override max_queued_requests everywhere")
@@ -334,8 +342,7 @@ def main() -> None:
         while time.monotonic() < deadline:  # wait for the extra replicas to go
             time.sleep(5)
             last = sampler.timeline[-1] if sampler.timeline else {}
-            if all(last.get(d["name"], {}).get("running") == d["autoscaling_config"]["min_replicas"]
-                   for d in config["applications"][0]["deployments"]):  # fmt: skip
+            if all(at_minimum(last.get(d["name"], {}), d) for d in config["applications"][0]["deployments"]):
                 break
         time.sleep(2 * sampler.every_s)
         sampler.halt.set()
