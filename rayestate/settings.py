@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest HTTP request body the API accepts (413 above)."
     )
+    inference_log: bool = Field(
+        True, description="Serving appends each answered listing to <store>/inference_log as Parquet (batched, async)."
+    )
+    inference_log_flush_s: float = Field(10.0, gt=0, le=3600, description="How often the inference log is written.")
     ui_port: int = Field(8501, ge=1, le=65535)
     mlflow_port: int = Field(5000, ge=1, le=65535)
     data_api_port: int = Field(8081, ge=1, le=65535)

@@ -3,9 +3,9 @@
 Imported by conftest.py so every test module (the Serve tests, the UI tests) shares one
 deployment on the session Ray cluster. The app is deployed exactly as `serve deploy` does it
 (the dashboard's REST API with serve_config.yaml); the only changes for tests are the tracking
-URI, the HTTP port, the model name, the state dir, a short poll interval and near-zero CPU
-reservations, so
-the shared 2-CPU test cluster keeps its CPUs for the other tests' Ray tasks.
+URI, the HTTP port, the model name, the state dir, short poll and inference-log intervals and
+near-zero CPU reservations, so the shared 2-CPU test cluster keeps its CPUs for the other tests'
+Ray tasks.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def serve_test_config(
         "model_name": champion.name,
         "model_load_timeout_s": 60,
         "state_dir": str(state_dir),
+        "inference_log_flush_s": 1,
     }
     return adapt_config(
         load_config(), port=port, args=args, num_cpus=TEST_NUM_CPUS, reload_poll_s=poll_s, extra_apps=extra_apps

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -96,6 +97,46 @@ def test_since_parsing():
     assert parse_since("30m").total_seconds() == 1800 and parse_since("2d").days == 2
     with pytest.raises(ValueError, match="30m, 24h"):
         parse_since("yesterday")
+
+
+# --- the running Serve app writes it ------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_the_serve_app_logs_what_it_answered(serve_app_url, serve_state_dir):
+    import httpx
+
+    from rayestate.settings import Settings
+    from serve_app.deploy import wait_ready
+
+    wait_ready(serve_app_url)
+    marker = 4321.0  # a house size no other test sends, to find these rows among the others
+    listing = {"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": marker, "state": "Ohio", "zip_code": "43004"}
+    single = httpx.post(f"{serve_app_url}/predict", json=listing, timeout=60).json()
+    batch = httpx.post(
+        f"{serve_app_url}/predict/batch", json={"listings": [listing, {**listing, "bed": -1}, listing]}, timeout=60
+    ).json()
+    explained = httpx.post(f"{serve_app_url}/explain", json=listing, timeout=60).json()
+
+    settings = Settings(state_dir=serve_state_dir)
+    deadline = time.monotonic() + 60
+    while True:
+        frame = read_inference_log(settings)
+        mine = frame[frame["house_size"] == marker]
+        if len(mine) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # the rejected row (bed -1) is not logged: it was never priced
+    assert sorted(mine["endpoint"]) == ["/explain", "/predict", "/predict/batch", "/predict/batch"], mine
+    by_endpoint = mine.groupby("endpoint")["price"].first()
+    assert by_endpoint["/predict"] == pytest.approx(single["price"])
+    assert by_endpoint["/predict/batch"] == pytest.approx(batch["prices"][0])
+    assert by_endpoint["/explain"] == pytest.approx(explained["price"])
+    assert set(mine["model_version"]) == {single["model_version"]}
+    assert (mine["latency_ms"] > 0).all() and (mine["state"] == "Ohio").all() and (mine["zip_code"] == 43004).all()
+    ready = httpx.get(f"{serve_app_url}/ready", timeout=30).json()
+    assert ready["inference_log"]["last_error"] is None
 
 
 # --- live drift against the champion's training data ------------------------------------------
