@@ -48,7 +48,7 @@ class InferenceLogWriter:
     def __init__(self, settings: Settings, *, flush_s: float = 10.0, max_rows: int = 5_000, max_buffer: int = 200_000):
         self._settings = settings
         self.flush_s, self.max_rows = flush_s, max_rows
-        self._buffer: deque[dict] = deque(maxlen=max_buffer)
+        self._buffer: deque[tuple] = deque(maxlen=max_buffer)  # (raw row, price, (version, endpoint, ms, at))
         self._lock = threading.Lock()
         self._writer_id = uuid.uuid4().hex[:8]
         self._seq = 0
@@ -62,18 +62,19 @@ class InferenceLogWriter:
     def add(
         self, rows: list[dict], prices: list[float | None], *, model_version: str, endpoint: str, latency_ms: float
     ):
-        """Queue one row per priced listing (raw-schema dicts, as sent to the model)."""
-        now = datetime.now(UTC)
+        """Queue one row per priced listing (raw-schema dicts, as sent to the model).
+
+        Only references are queued (the rows are the caller's to hand over, not to change): the
+        columns are built at flush time, in the writer's thread, not on the request path.
+        """
+        meta = (model_version, endpoint, float(latency_ms), datetime.now(UTC))
         with self._lock:
             for row, price in zip(rows, prices, strict=True):
                 if price is None:
                     continue
                 if len(self._buffer) == self._buffer.maxlen:
                     self.rows_dropped += 1  # the deque drops the oldest row
-                entry = {c: row.get(c) for c in RAW_COLUMNS}
-                entry.update(price=float(price), model_version=model_version, endpoint=endpoint,
-                             latency_ms=float(latency_ms), logged_at=now)  # fmt: skip
-                self._buffer.append(entry)
+                self._buffer.append((row, float(price), meta))
             full = len(self._buffer) >= self.max_rows
         self._ensure_started()
         if full and self._wake is not None:
@@ -118,9 +119,13 @@ class InferenceLogWriter:
         self.last_error = None
         return len(rows)
 
-    def _write(self, rows: list[dict]) -> str:
+    def _write(self, entries: list[tuple]) -> str:
         self._seq += 1
-        table = pa.Table.from_pylist(rows, schema=LOG_SCHEMA)
+        columns = {c: [row.get(c) for row, _, _ in entries] for c in RAW_COLUMNS}
+        columns["price"] = [price for _, price, _ in entries]
+        for i, name in enumerate(("model_version", "endpoint", "latency_ms", "logged_at")):
+            columns[name] = [meta[i] for _, _, meta in entries]
+        table = pa.Table.from_pydict(columns, schema=LOG_SCHEMA)
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         stamp = datetime.now(UTC)

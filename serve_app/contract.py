@@ -97,6 +97,13 @@ def listing_columns(listings: list[Listing]) -> dict[str, list]:
     return {name: [getattr(listing, name) for listing in listings] for name in Listing.model_fields}
 
 
+def raw_rows(columns: dict[str, list]) -> list[dict]:
+    """listing_columns() back as raw-schema rows (zip as a float, like the dataset), for the log."""
+    columns = {**columns, "zip_code": [None if z is None else float(z) for z in columns["zip_code"]]}
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
 def validate_listings(rows: list[Any]) -> tuple[list[tuple[int, Listing]], list[dict]]:
     """Validate each row on its own: (index, listing) for good rows, {index, detail} for bad ones."""
     try:

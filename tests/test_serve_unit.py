@@ -15,7 +15,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from rayestate.mlflow_model import LoadedModel
 from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, Listing
-from serve_app.contract import validate_listings
+from serve_app.contract import listing_columns, raw_rows, validate_listings
 from serve_app.deploy import adapt_config, load_config
 from serve_app.http_guard import endpoint_label
 from serve_app.inference import dollar_effects, explain_rows, predict_rows
@@ -287,3 +287,14 @@ def test_a_missing_alias_is_not_reported_as_an_unreachable_registry():
     assert asyncio.run(served.refresh()) is False
     status = served.status()
     assert status["registry_reachable"] is True and "alias names no model" in status["last_error"]
+
+
+def test_batch_columns_turn_back_into_the_raw_rows_the_model_and_the_log_see():
+    listings = [
+        Listing.model_validate({"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas",
+                                "zip_code": "00601", "city": "Austin", "prev_sold_date": "2019-05-01"}),
+        Listing.model_validate({"bed": 1, "bath": 1, "acre_lot": 0.1, "house_size": 500, "state": "Ohio"}),
+    ]  # fmt: skip
+    expected = [{k: v for k, v in listing.to_raw_row().items() if k != "price"} for listing in listings]
+    assert raw_rows(listing_columns(listings)) == expected
+    assert raw_rows(listing_columns([])) == []
