@@ -14,11 +14,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
@@ -45,7 +47,9 @@ MODEL_CARD_TTL_S = 5.0
 STATUS_TIMEOUT_S = 10.0
 #: A model call that takes longer means no replica can take it (none loaded, all gone): say so.
 MODEL_CALL_TIMEOUT_S = 60.0
-DEFAULT_BATCH_CHUNK_ROWS = 500
+#: Tries of a call whose replica died under it (the first one included).
+REPLICA_LOST_ATTEMPTS = 3
+DEFAULT_BATCH_CHUNK_ROWS = 1000
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 logger = logging.getLogger("ray.serve")
 
@@ -75,19 +79,26 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__})"})
 
 
-async def _answer(call, deployment: str):
-    """Await a DeploymentHandle call: overload or "nobody answers" is a 503, a row the model failed on a 500.
+async def _answer(call: Callable[[], Awaitable[dict]], deployment: str) -> dict:
+    """Call a deployment: overload or "nobody answers" is a 503, a row the model failed on a 500.
 
-    Serve's backpressure (the callee's queue is full) is turned into an HTTPException here: an
-    app-level exception handler for BackPressureError never runs, Serve answers it first with a
-    plain-text 503.
+    Pricing and explaining are idempotent, so a call whose replica died under it (a crash, a
+    node lost) is sent again, and Serve routes it to a live or replacement replica. Serve's
+    backpressure (the callee's queue is full) is turned into an HTTPException here: an app-level
+    exception handler for BackPressureError never runs, Serve answers it first with a plain 503.
     """
-    try:
-        result = await asyncio.wait_for(call, MODEL_CALL_TIMEOUT_S)
-    except BackPressureError:
-        raise HTTPException(503, f"the {deployment} is overloaded; retry shortly") from None
-    except TimeoutError:
-        raise HTTPException(503, f"the {deployment} did not answer within {MODEL_CALL_TIMEOUT_S:.0f}s") from None
+    for attempt in range(1, REPLICA_LOST_ATTEMPTS + 1):
+        try:
+            result = await asyncio.wait_for(call(), MODEL_CALL_TIMEOUT_S)
+            break
+        except BackPressureError:
+            raise HTTPException(503, f"the {deployment} is overloaded; retry shortly") from None
+        except TimeoutError:
+            raise HTTPException(503, f"the {deployment} did not answer within {MODEL_CALL_TIMEOUT_S:.0f}s") from None
+        except RayActorError as exc:  # the replica died or became unreachable mid-call
+            logger.warning("a %s replica was lost mid-request (attempt %d): %s", deployment, attempt, exc)
+            if attempt == REPLICA_LOST_ATTEMPTS:
+                raise HTTPException(503, f"the {deployment} replica was lost; retry shortly") from None
     if "error" in result:
         raise HTTPException(500, f"the {deployment} failed on this listing: {result['error']}")
     return result
@@ -128,7 +139,7 @@ class Api:
     @api.post("/predict", response_model=PredictResponse, summary="Price one listing")
     async def predict(self, listing: Listing, request: Request) -> PredictResponse:
         started, row = time.perf_counter(), listing.to_raw_row()
-        result = await _answer(self._predictor.predict.remote(row), "predictor")
+        result = await _answer(lambda: self._predictor.predict.remote(row), "predictor")
         request.state.model_version = result["model_version"]
         self._log([row], [result["price"]], result["model_version"], "/predict", started)
         return PredictResponse(
@@ -191,14 +202,9 @@ class Api:
         """
         size = self._batch_chunk_rows
         for _attempt in range(3):
+            chunks = [{name: values[i : i + size] for name, values in columns.items()} for i in range(0, rows, size)]
             calls = [
-                _answer(
-                    self._predictor.predict_many.remote(
-                        {name: values[i : i + size] for name, values in columns.items()}
-                    ),
-                    "predictor",
-                )
-                for i in range(0, rows, size)
+                _answer(lambda chunk=chunk: self._predictor.predict_many.remote(chunk), "predictor") for chunk in chunks
             ]
             parts = await asyncio.gather(*calls)
             versions = {part["model_version"] for part in parts}
@@ -213,7 +219,7 @@ class Api:
     @api.post("/explain", response_model=ExplainResponse, summary="Price one listing and explain it (exact SHAP)")
     async def explain(self, listing: Listing, request: Request) -> ExplainResponse:
         started, row = time.perf_counter(), listing.to_raw_row()
-        result = await _answer(self._explainer.explain.remote(row), "explainer")
+        result = await _answer(lambda: self._explainer.explain.remote(row), "explainer")
         request.state.model_version = result["model_version"]
         self._log([row], [result["price"]], result["model_version"], "/explain", started)
         return ExplainResponse(**result, model_alias=self._settings.model_alias, request_id=_request_id(request))

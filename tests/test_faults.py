@@ -33,8 +33,9 @@ from rayestate.synthetic import generate_listings
 from serve_app.deploy import deploy_config, wait_ready
 from serve_app.sample_model import register_champion, synthetic_listings, train_price_model
 
-#: Requests that may fail when a replica is killed under load: the ones it held at that moment.
-#: A replica holds at most max_ongoing_requests, but the load below keeps at most CLIENTS in flight.
+#: Requests that may fail when a replica is killed under load: at most the ones it held at that
+#: moment (the load below keeps at most CLIENTS in flight). The ingress resends a call whose replica
+#: died, so 0 is what runs show; the bound is the documented worst case (retries exhausted).
 CLIENTS = 6
 
 # --- replicas killed under load ---------------------------------------------------------------

@@ -104,13 +104,13 @@ def test_batch_prices_good_rows_and_reports_bad_ones_by_index(api):
 
 
 def test_big_batches_are_priced_in_chunks_in_order(api):
-    listings = [{**LISTING, "house_size": 800 + 2 * i} for i in range(1_200)]
+    listings = [{**LISTING, "house_size": 800 + 2 * i} for i in range(2_500)]  # spans chunk edges (500 or 1,000)
     listings[700] = {**LISTING, "bed": -1}
     body = api.post("/predict/batch", json={"listings": listings}).json()
     assert [e["index"] for e in body["errors"]] == [700]
     prices = body["prices"]
     assert prices[700] is None and all(p is not None for i, p in enumerate(prices) if i != 700)
-    for index in (0, 499, 500, 1_199):
+    for index in (0, 499, 500, 999, 1_000, 2_499):
         single = api.post("/predict", json=listings[index]).json()["price"]
         assert prices[index] == pytest.approx(single, rel=1e-9)
 

@@ -298,3 +298,33 @@ def test_batch_columns_turn_back_into_the_raw_rows_the_model_and_the_log_see():
     expected = [{k: v for k, v in listing.to_raw_row().items() if k != "price"} for listing in listings]
     assert raw_rows(listing_columns(listings)) == expected
     assert raw_rows(listing_columns([])) == []
+
+
+def test_a_call_whose_replica_died_is_sent_again_and_gives_up_with_a_503():
+    """The ingress's retry of idempotent model calls (a stand-in for the DeploymentHandle call)."""
+    from fastapi import HTTPException
+    from ray.exceptions import ActorDiedError
+
+    from serve_app.app import REPLICA_LOST_ATTEMPTS, _answer
+
+    def flaky(failures: int, attempts: list):
+        def call():
+            attempts.append(1)
+
+            async def answer():
+                if len(attempts) <= failures:
+                    raise ActorDiedError()
+                return {"price": 1.0, "model_version": "3"}
+
+            return answer()
+
+        return call
+
+    attempts: list = []
+    assert asyncio.run(_answer(flaky(1, attempts), "predictor")) == {"price": 1.0, "model_version": "3"}
+    assert len(attempts) == 2
+    attempts = []
+    with pytest.raises(HTTPException) as lost:
+        asyncio.run(_answer(flaky(99, attempts), "explainer"))
+    assert lost.value.status_code == 503 and "explainer" in lost.value.detail
+    assert len(attempts) == REPLICA_LOST_ATTEMPTS
