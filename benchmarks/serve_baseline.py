@@ -27,7 +27,8 @@ champion = load_model_by_alias(
     MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name, settings.model_alias
 )
 model = champion.model
-model.booster.set_param({"nthread": 1})
+for booster in model.boosters:
+    booster.set_param({"nthread": 1})
 app = FastAPI(title="baseline: single-process FastAPI + uvicorn")
 
 
@@ -54,9 +55,10 @@ async def predict_batch(body: BatchRequest) -> dict:
 async def explain(listing: Listing) -> dict:
     with xgb.config_context(nthread=1):
         features = model.features(listings_frame([listing.to_raw_row()]))
-        explainer = shap.TreeExplainer(model.booster)
-        values = explainer.shap_values(xgb.DMatrix(features, enable_categorical=True))[0]
-    base = float(np.ravel(explainer.expected_value)[0])
+        matrix = xgb.DMatrix(features, enable_categorical=True)
+        explainers = [shap.TreeExplainer(booster) for booster in model.boosters]  # a bag averages its members
+        values = np.mean([explainer.shap_values(matrix)[0] for explainer in explainers], axis=0)
+    base = float(np.mean([np.ravel(explainer.expected_value)[0] for explainer in explainers]))
     return {
         "price": float(np.exp(base + values.sum())),
         "base_value": base,

@@ -89,7 +89,7 @@ def main() -> int:
         finally:
             ray.shutdown()
     started = time.monotonic()
-    model = refit(full, result, seed=42, nthread=args.cpus)
+    model = refit(full, result, seed=42, nthread=args.cpus, bag_size=settings.bag_size)
     refit_seconds = time.monotonic() - started
 
     metrics = evaluate(model, test)

@@ -85,7 +85,13 @@ def train_and_decide(
                     "best_valid_mae_log": result.best_valid_mae,
                 }
             )
-        model = refit(pd.concat([splits.train, splits.valid]), result, seed=settings.seed, nthread=os.cpu_count())
+        model = refit(
+            pd.concat([splits.train, splits.valid]),
+            result,
+            seed=settings.seed,
+            nthread=os.cpu_count(),
+            bag_size=settings.bag_size,
+        )
         model.meta["training_batches"] = batches
     return register_and_decide(
         client, settings, model, splits.test, run_key=run_key, training_batches=batches, champion=champion

@@ -55,6 +55,7 @@ DEFAULT_CONFIG = {
 SQUARED_ERROR_CONFIG = {**DEFAULT_CONFIG, "eta": 0.05, "max_depth": 8, "min_child_weight": 5.0,
                         "colsample_bytree": 0.8, "objective": "reg:squarederror"}  # fmt: skip
 #: XGBoost's own defaults: the untuned baseline benchmarks compare against.
+SAMPLING_PARAMS = ("subsample", "colsample_bytree", "colsample_bylevel", "colsample_bynode")
 XGBOOST_DEFAULTS = {"eta": 0.3, "max_depth": 6, "objective": "reg:squarederror"}
 
 
@@ -361,25 +362,39 @@ def _close_stopped_runs(target: MlflowTarget, trials: list[dict]) -> None:
 # --- the final model -------------------------------------------------------------------------
 
 
-def refit(df: pd.DataFrame, result: TuneResult, *, seed: int = 0, nthread: int | None = None) -> PriceModel:
+def refit(
+    df: pd.DataFrame, result: TuneResult, *, seed: int = 0, nthread: int | None = None, bag_size: int = 1
+) -> PriceModel:
     """Final model on all of ``df`` (train + valid) with the best config and round count.
 
     The transform is refitted on the same rows (out-of-fold encodings for training), so the
-    served transform has seen every non-test row.
+    served transform has seen every non-test row. ``bag_size`` boosters differ only in their
+    seed (row and column sampling); the model averages them (see PriceModel).
     """
     transform, x = FeatureTransform.fit_transform(df, seed=seed)
     params = {**result.params, "nthread": nthread or result.params.get("nthread", 1)}
     if params.get("objective") == "reg:pseudohubererror":
         params["base_score"] = float(np.median(log_price(df["price"])))
-    booster = train_booster(params, x, log_price(df["price"]), rounds=result.best_rounds)
+    y = log_price(df["price"])
+    if not _samples_randomly(params):
+        bag_size = 1  # without row/column sampling every seed grows the same trees
+    first_seed = int(params.get("seed", seed))
+    boosters = [
+        train_booster({**params, "seed": first_seed + i}, x, y, rounds=result.best_rounds) for i in range(bag_size)
+    ]
     meta = {
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_rows": len(df),
         "rounds": result.best_rounds,
         "params": {k: v for k, v in params.items() if k != "nthread"},
         "valid_mae_log": result.best_valid_mae,
+        "bag_size": bag_size,
     }
-    return PriceModel(booster=booster, transform=transform, meta=meta)
+    return PriceModel(boosters=boosters, transform=transform, meta=meta)
+
+
+def _samples_randomly(params: dict) -> bool:
+    return any(float(params.get(name, 1.0)) < 1.0 for name in SAMPLING_PARAMS)
 
 
 def fit_untuned(

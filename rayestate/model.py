@@ -45,9 +45,21 @@ class Explanation:
 
 @dataclass
 class PriceModel:
-    booster: xgb.Booster
+    """Boosters (a bag of one or more, same config, different seeds) and their feature transform.
+
+    The output is the mean of the boosters' log-price outputs. Averaging keeps TreeSHAP exact:
+    the mean of each booster's SHAP values (bias included) adds up to the mean output.
+    """
+
+    boosters: list[xgb.Booster]
     transform: FeatureTransform
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.boosters, xgb.Booster):
+            raise TypeError("PriceModel takes a list of boosters (a bag), not one booster")
+        if not self.boosters:
+            raise ValueError("a PriceModel needs at least one booster")
 
     def features(self, raw: pd.DataFrame) -> pd.DataFrame:
         return self.transform.transform(raw)
@@ -57,7 +69,9 @@ class PriceModel:
 
     def predict_log(self, raw: pd.DataFrame) -> np.ndarray:
         """Predicted log price per row."""
-        return self.booster.inplace_predict(self.features(raw), validate_features=False).astype("float64")
+        features = self.features(raw)
+        outputs = [b.inplace_predict(features, validate_features=False) for b in self.boosters]
+        return np.mean(outputs, axis=0, dtype="float64")
 
     def predict(self, raw: pd.DataFrame) -> np.ndarray:
         """Predicted price in dollars per row (exp of the log-price output)."""
@@ -66,7 +80,8 @@ class PriceModel:
     def explain(self, raw: pd.DataFrame) -> list[Explanation]:
         """Exact TreeSHAP per row: base_value + sum(shap) == predicted log price."""
         features = self.features(raw)
-        contribs = self.booster.predict(self._dmatrix(features), pred_contribs=True)
+        matrix = self._dmatrix(features)
+        contribs = np.mean([b.predict(matrix, pred_contribs=True) for b in self.boosters], axis=0, dtype="float64")
         explanations = []
         for i in range(len(features)):
             row = contribs[i]
@@ -84,7 +99,8 @@ class PriceModel:
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(directory / BOOSTER_FILE)
+        for i, booster in enumerate(self.boosters):
+            booster.save_model(directory / booster_file(i))
         self.transform.save(directory / TRANSFORM_FILE)
         (directory / META_FILE).write_text(json.dumps(self.meta, default=str))
         return directory
@@ -92,11 +108,21 @@ class PriceModel:
     @classmethod
     def load(cls, directory: Path) -> PriceModel:
         directory = Path(directory)
-        booster = xgb.Booster()
-        booster.load_model(directory / BOOSTER_FILE)
+        boosters = []
+        while (directory / booster_file(len(boosters))).exists():
+            booster = xgb.Booster()
+            booster.load_model(directory / booster_file(len(boosters)))
+            boosters.append(booster)
+        if not boosters:
+            raise FileNotFoundError(f"no {BOOSTER_FILE} in {directory}")
         meta_path = directory / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        return cls(booster=booster, transform=FeatureTransform.load(directory / TRANSFORM_FILE), meta=meta)
+        return cls(boosters=boosters, transform=FeatureTransform.load(directory / TRANSFORM_FILE), meta=meta)
+
+
+def booster_file(index: int) -> str:
+    """booster.ubj, then booster-1.ubj, booster-2.ubj... for the rest of a bag."""
+    return BOOSTER_FILE if index == 0 else BOOSTER_FILE.replace(".ubj", f"-{index}.ubj")
 
 
 __all__ = ["FEATURE_LABELS", "Explanation", "PriceModel", "listings_frame"]

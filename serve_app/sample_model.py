@@ -79,7 +79,7 @@ def train_price_model(frame: pd.DataFrame, *, rounds: int = 60, max_depth: int =
     params = {"max_depth": max_depth, "eta": 0.15, "tree_method": "hist", "seed": seed, "nthread": 1}
     booster = xgb.train(params, matrix, num_boost_round=rounds)
     meta = {"trained_at": datetime.now(UTC).isoformat(), "rows": len(frame), "training_batches": ["sample"]}
-    return PriceModel(booster=booster, transform=transform, meta=meta)
+    return PriceModel(boosters=[booster], transform=transform, meta=meta)
 
 
 def register_champion(

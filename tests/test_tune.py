@@ -12,7 +12,7 @@ from training_helpers import clean_listings
 from ray_jobs import registry, store
 from ray_jobs.split import split_frame
 from ray_jobs.train import train_and_decide
-from ray_jobs.tune import DEFAULT_CONFIG, METRIC, fit_untuned, refit, tune_model
+from ray_jobs.tune import DEFAULT_CONFIG, METRIC, XGBOOST_DEFAULTS, fit_untuned, refit, tune_model
 from rayestate.schema import conform_table
 from rayestate.settings import Settings
 
@@ -21,7 +21,7 @@ def test_untuned_baseline_early_stops_and_refits():
     splits = split_frame(clean_listings(3000, seed=41))
     model, result = fit_untuned(splits.train, splits.valid)
     assert 1 <= result.best_rounds < 3000 and model.meta["rounds"] == result.best_rounds
-    assert model.booster.num_boosted_rounds() == result.best_rounds
+    assert model.boosters[0].num_boosted_rounds() == result.best_rounds
     assert np.isfinite(model.predict(splits.test)).all()
 
 
@@ -57,7 +57,7 @@ def test_search_logs_each_trial_as_a_nested_run_and_refits(ray_cluster, mlflow_s
     assert best_child.data.metrics[METRIC] == pytest.approx(result.best_valid_mae)
 
     model = refit(pd.concat([splits.train, splits.valid]), result, seed=settings.seed)
-    assert model.booster.num_boosted_rounds() == result.best_rounds
+    assert model.boosters[0].num_boosted_rounds() == result.best_rounds
     predicted = model.predict(splits.test)
     assert np.isfinite(predicted).all() and (predicted > 0).all()
 
@@ -91,3 +91,31 @@ def test_a_training_round_registers_once_per_run_key(ray_cluster, mlflow_server,
     champion = registry.champion_info(client, settings)
     assert champion.version == outcomes[0].version and champion.training_batches == ["test-1"]
     assert 0 < outcomes[0].metrics["mdape"] < 1
+
+
+def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(tmp_path):
+    from rayestate.model import PriceModel
+
+    splits = split_frame(clean_listings(3000, seed=43))
+    _, plain = fit_untuned(splits.train, splits.valid)
+    together = pd.concat([splits.train, splits.valid])
+    assert len(refit(together, plain, seed=3, bag_size=2).boosters) == 1  # no sampling: seeds change nothing
+    _, result = fit_untuned(splits.train, splits.valid, config={**XGBOOST_DEFAULTS, "subsample": 0.7})
+    bag = refit(together, result, seed=3, bag_size=2)
+    assert len(bag.boosters) == 2 and bag.meta["bag_size"] == 2
+    members = [PriceModel(boosters=[b], transform=bag.transform) for b in bag.boosters]
+    outputs = [m.predict_log(splits.test) for m in members]
+    assert not np.allclose(outputs[0], outputs[1])  # different seeds, different trees
+    np.testing.assert_allclose(bag.predict_log(splits.test), np.mean(outputs, axis=0), rtol=1e-6)
+
+    rows = splits.test.head(5)
+    for explanation, log_price in zip(bag.explain(rows), bag.predict_log(rows), strict=True):
+        total = explanation.base_value + sum(explanation.shap.values())
+        assert total == pytest.approx(explanation.log_price, abs=1e-6)
+        assert explanation.log_price == pytest.approx(log_price, abs=1e-4)
+
+    loaded = PriceModel.load(bag.save(tmp_path / "bag"))
+    assert len(loaded.boosters) == 2
+    np.testing.assert_allclose(loaded.predict_log(splits.test), bag.predict_log(splits.test), rtol=1e-6)
+    with pytest.raises(ValueError, match="at least one booster"):
+        PriceModel(boosters=[], transform=bag.transform)

@@ -24,4 +24,4 @@ def make_model(frame: pd.DataFrame, *, shuffled: bool = False, rounds: int = 40,
         y = np.random.default_rng(seed).permutation(y)
     transform, features = FeatureTransform.fit_transform(frame, y, seed=seed)
     params = xgb_params({"eta": 0.2, "max_depth": 5}, y, nthread=1, seed=seed)
-    return PriceModel(train_booster(params, features, y, rounds=rounds), transform, {"shuffled": shuffled})
+    return PriceModel([train_booster(params, features, y, rounds=rounds)], transform, {"shuffled": shuffled})
