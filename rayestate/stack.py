@@ -49,8 +49,14 @@ def ensure_ray_token() -> str:
 
 
 def ray_env(settings: Settings) -> dict[str, str]:
-    """Environment for Ray processes: token auth on, plus every RAYESTATE_* setting."""
+    """Environment for Ray processes: token auth on, plus every RAYESTATE_* setting.
+
+    This interpreter's bin dir goes first on PATH: a Ray Job's entrypoint (`python -m
+    ray_jobs.pipeline`) runs in a shell under the head, and must find this venv's python, not
+    whatever `python` the user's shell had first (the venv is seldom activated for `make up`).
+    """
     env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["RAY_AUTH_MODE"] = "token"
     env.update(settings_env(settings))
     return env

@@ -19,7 +19,8 @@ import pytest
 from rayestate.stack import DASHBOARD_PORT, RAY_PORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
-RAYESTATE = str(Path(sys.executable).parent / "rayestate")
+BIN = Path(sys.executable).parent
+RAYESTATE = str(BIN / "rayestate")
 PORTS = {"ray": DASHBOARD_PORT, "mlflow": 5000, "data-api": 8081}
 
 
@@ -29,8 +30,18 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _without_venv_on_path() -> str:
+    """PATH as a user's shell has it when they type `make up`: the venv not activated."""
+    return os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != str(BIN))
+
+
 def _rayestate(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAYESTATE_STATE_DIR": str(state_dir)}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAYESTATE_STATE_DIR": str(state_dir),
+        "PATH": _without_venv_on_path(),
+    }
     return subprocess.run([RAYESTATE, *args], env=env, capture_output=True, text=True, timeout=500)
 
 
@@ -54,6 +65,13 @@ def test_up_is_idempotent_and_down_stops_what_up_started(stack_state):
         assert url in first.stdout
     assert httpx.get("http://127.0.0.1:8265/api/jobs/", timeout=5).status_code == 401
     assert (Path.home() / ".ray" / "auth_token").stat().st_mode & 0o077 == 0
+    # A job's `python` is this venv's, whatever the caller's PATH had first (the pipeline's entrypoint).
+    job = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", "http://127.0.0.1:8265", "--",
+         "python", "-c", "import sys, pandas; print('prefix=' + sys.prefix)"],
+        env={**os.environ, "RAY_AUTH_MODE": "token", "PATH": _without_venv_on_path()}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert job.returncode == 0 and f"prefix={sys.prefix}" in job.stdout, job.stdout[-2000:] + job.stderr[-2000:]
 
     second = _rayestate(stack_state, "up", "--no-pipeline", "--no-serve")
     assert second.returncode == 0, second.stdout + second.stderr
