@@ -195,7 +195,7 @@ def start_stack(root: Path, options, processes: list) -> tuple[str, str, dict, l
     config = adapt_config(
         load_config(options.serve_config),
         port=serve_port,
-        args={"mlflow_tracking_uri": tracking_uri, "model_name": MODEL_NAME},
+        args={"mlflow_tracking_uri": tracking_uri, "model_name": MODEL_NAME, "state_dir": str(root / "state")},
     )
     if options.max_queued is not None:
         for deployment in config["applications"][0]["deployments"]:

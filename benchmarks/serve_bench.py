@@ -213,7 +213,7 @@ def main() -> None:
         config = adapt_config(
             load_config(options.serve_config),
             port=serve_port,
-            args={"mlflow_tracking_uri": tracking_uri, "model_name": MODEL_NAME},
+            args={"mlflow_tracking_uri": tracking_uri, "model_name": MODEL_NAME, "state_dir": str(root / "state")},
         )
         deploy_config(f"http://127.0.0.1:{dashboard_port}", config)
         serve_url = f"http://127.0.0.1:{serve_port}"

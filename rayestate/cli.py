@@ -95,7 +95,8 @@ def _deploy_serve(settings: Settings, env: dict) -> None:
         try:
             ready = httpx.get(f"{settings.api_url}/ready", timeout=2)
             if ready.status_code == 200:
-                stack.say(f"serve: ready at {settings.api_url} ({ready.json()})")
+                body = ready.json()
+                stack.say(f"serve: ready at {settings.api_url} (model {body['model_version']} @ {body['model_alias']})")
                 return
         except httpx.HTTPError:
             pass
