@@ -9,7 +9,7 @@ autoscaler to remove the extra replicas (it has downscale_delay_s to do so). Pri
 object:
 
     .venv/bin/python benchmarks/load_bench.py [--stages 10,25,50,100,200,400] [--stage-seconds 20]
-        [--max-queued N] [--cooldown 420]
+        [--max-queued N] [--cooldown 420] [--no-inference-log]
 
 Keys: sustained_ok_rps (2xx/s over the whole ramp), peak_ok_rps (best stage), saturation_stage
 (first stage where over 5% of requests were not answered 200, or
@@ -195,7 +195,12 @@ def start_stack(root: Path, options, processes: list) -> tuple[str, str, dict, l
     config = adapt_config(
         load_config(options.serve_config),
         port=serve_port,
-        args={"mlflow_tracking_uri": tracking_uri, "model_name": MODEL_NAME, "state_dir": str(root / "state")},
+        args={
+            "mlflow_tracking_uri": tracking_uri,
+            "model_name": MODEL_NAME,
+            "state_dir": str(root / "state"),
+            "inference_log": not options.no_inference_log,
+        },
     )
     if options.max_queued is not None:
         for deployment in config["applications"][0]["deployments"]:
@@ -314,6 +319,9 @@ def main() -> None:
     parser.add_argument(
         "--cooldown", type=float, default=None, help="seconds to wait for downscaling (default: delay + 90)"
     )
+    parser.add_argument(
+        "--no-inference-log", action="store_true", help="serve without the inference log (to measure its cost)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
     stages = [float(s) for s in options.stages.split(",")]
@@ -361,6 +369,7 @@ def main() -> None:
                 "batch_listings": BATCH_LISTINGS,
                 "stage_seconds": options.stage_seconds,
                 "max_queued_requests_override": options.max_queued,
+                "inference_log": not options.no_inference_log,
                 "serve_config": str(options.serve_config),
                 "client_timeout_s": CLIENT_TIMEOUT_S,
             },

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from rayestate.features import FEATURE_LABELS, FEATURES, FeatureTransform
+from rayestate.features import FEATURE_LABELS, FEATURES, FeatureTransform, ListingKeys
 from rayestate.schema import RAW_COLUMNS
 
 BOOSTER_FILE = "booster.ubj"
@@ -61,25 +61,25 @@ class PriceModel:
         if not self.boosters:
             raise ValueError("a PriceModel needs at least one booster")
 
-    def features(self, raw: pd.DataFrame) -> pd.DataFrame:
-        return self.transform.transform(raw)
+    def features(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> pd.DataFrame:
+        return self.transform.transform(raw, keys)
 
     def _dmatrix(self, features: pd.DataFrame) -> xgb.DMatrix:
         return xgb.DMatrix(features, enable_categorical=True)
 
-    def predict_log(self, raw: pd.DataFrame) -> np.ndarray:
-        """Predicted log price per row."""
-        features = self.features(raw)
+    def predict_log(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> np.ndarray:
+        """Predicted log price per row (``keys``: the rows' ListingKeys, if the caller has them)."""
+        features = self.features(raw, keys)
         outputs = [b.inplace_predict(features, validate_features=False) for b in self.boosters]
         return np.mean(outputs, axis=0, dtype="float64")
 
-    def predict(self, raw: pd.DataFrame) -> np.ndarray:
+    def predict(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> np.ndarray:
         """Predicted price in dollars per row (exp of the log-price output)."""
-        return np.exp(self.predict_log(raw))
+        return np.exp(self.predict_log(raw, keys))
 
-    def explain(self, raw: pd.DataFrame) -> list[Explanation]:
+    def explain(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> list[Explanation]:
         """Exact TreeSHAP per row: base_value + sum(shap) == predicted log price."""
-        features = self.features(raw)
+        features = self.features(raw, keys)
         matrix = self._dmatrix(features)
         contribs = np.mean([b.predict(matrix, pred_contribs=True) for b in self.boosters], axis=0, dtype="float64")
         explanations = []

@@ -145,13 +145,6 @@ class Listing(BaseModel):
     brokered_by: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e9)
     street: float | None = Field(None, allow_inf_nan=False, ge=0, le=1e9)
 
-    @field_validator("bed", "bath", "acre_lot", "house_size", "brokered_by", "street")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
     @field_validator("zip_code", mode="before")
     @classmethod
     def _zip_as_text(cls, value):

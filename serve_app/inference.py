@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from rayestate.features import FEATURE_LABELS
+from rayestate.features import FEATURE_LABELS, ListingKeys
 from rayestate.model import PriceModel, listings_frame
 from rayestate.schema import RAW_COLUMNS
 
@@ -30,9 +30,9 @@ from rayestate.schema import RAW_COLUMNS
 XGB_THREADS = 1
 
 
-def row_warnings(model: PriceModel, raw: pd.DataFrame) -> list[list[str]]:
+def row_warnings(model: PriceModel, raw: pd.DataFrame, keys: ListingKeys | None = None) -> list[list[str]]:
     """Per row, what the model could not use as given (unseen state, zip or city)."""
-    known = model.transform.known(raw)
+    known = model.transform.known(raw, keys)
     unseen_state = ~known["state"].to_numpy()
     unseen_zip = ~known["zip"].to_numpy() & raw["zip_code"].notna().to_numpy()
     unseen_city = ~known["city"].to_numpy() & raw["city"].notna().to_numpy()
@@ -66,9 +66,10 @@ def raw_frame(listings: list[dict] | dict[str, list]) -> pd.DataFrame:
 def predict_rows(model: PriceModel, listings: list[dict] | dict[str, list]) -> tuple[list[float], list[list[str]]]:
     """Prices in dollars and per-row warnings for raw listings (rows or columns)."""
     raw = raw_frame(listings)
+    keys = ListingKeys.of(raw)  # the transform and the warnings share them
     with xgb.config_context(nthread=XGB_THREADS):
-        prices = model.predict(raw)
-    return [float(p) for p in prices], row_warnings(model, raw)
+        prices = model.predict(raw, keys)
+    return prices.tolist(), row_warnings(model, raw, keys)
 
 
 def dollar_effects(base_value: float, shap: dict[str, float]) -> list[dict]:
@@ -90,10 +91,11 @@ def _json_value(value):
 def explain_rows(model: PriceModel, rows: list[dict]) -> list[dict]:
     """Exact TreeSHAP per row (pred_contribs on the served booster), in log-price space and in dollars."""
     raw = listings_frame(rows)
+    keys = ListingKeys.of(raw)
     with xgb.config_context(nthread=XGB_THREADS):
-        explanations = model.explain(raw)
-        log_prices = model.predict_log(raw)  # the model's own output, checked against base + sum(shap)
-    warnings = row_warnings(model, raw)
+        explanations = model.explain(raw, keys)
+        log_prices = model.predict_log(raw, keys)  # the model's own output, checked against base + sum(shap)
+    warnings = row_warnings(model, raw, keys)
     results = []
     for explanation, log_price, row_warning in zip(explanations, log_prices, warnings, strict=True):
         contributions = sorted(

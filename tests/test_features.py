@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from rayestate.features import FeatureTransform
+from rayestate.features import EncodingTable, FeatureTransform, ListingKeys
 from rayestate.synthetic import generate_listings
 
 
@@ -16,3 +16,27 @@ def test_overflowing_ratios_become_missing_not_inf():
     numeric = features.select_dtypes("number")
     assert not np.isinf(numeric.to_numpy()).any()
     assert numeric["sqft_per_bed"].isna().all()
+
+
+def test_vectorised_lookups_match_a_plain_dict():
+    table = {"02101": 13.1, "33602": 12.4, "": 9.0}
+    keys = pd.Series(["33602", None, "99999", "02101", "33602", "", np.nan], dtype="object")
+    expected = [12.4, np.nan, np.nan, 13.1, 12.4, 9.0, np.nan]
+    listing_keys = ListingKeys({"zip": keys})
+    np.testing.assert_array_equal(listing_keys.lookup("zip", EncodingTable(table)), expected)
+    assert listing_keys.contains("zip", EncodingTable(table)).tolist() == [True, False, False, True, True, True, False]
+    assert np.isnan(listing_keys.lookup("zip", EncodingTable({}))).all()
+    assert not listing_keys.contains("zip", EncodingTable({})).any()
+    nothing = ListingKeys({"zip": pd.Series([None, None], dtype="object")})
+    assert np.isnan(nothing.lookup("zip", EncodingTable(table))).all()
+
+
+def test_transform_and_known_agree_with_or_without_shared_keys():
+    train = generate_listings(3000, seed=5)
+    transform = FeatureTransform.fit(train)
+    rows = generate_listings(300, seed=6).assign(zip_code=lambda d: d["zip_code"].where(d.index % 7 > 0, 99999.0))
+    keys = ListingKeys.of(rows)
+    pd.testing.assert_frame_equal(transform.transform(rows), transform.transform(rows, keys))
+    known = transform.known(rows, keys)
+    pd.testing.assert_frame_equal(transform.known(rows), known)
+    assert not known["zip"][rows.index % 7 == 0].any()  # the ZIP no training row had
