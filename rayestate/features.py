@@ -157,16 +157,14 @@ class EncodingTable:
 
     def __init__(self, mapping: dict[str, float]):
         self._index = pd.Index(list(mapping), dtype="object")
-        self._values = np.fromiter(mapping.values(), "float64", len(mapping))
+        # One NaN past the end: get_indexer's -1 ("not found") then reads it, with no special case.
+        self._values = np.append(np.fromiter(mapping.values(), "float64", len(mapping)), np.nan)
 
     def positions(self, keys) -> np.ndarray:
-        return self._index.get_indexer(keys) if len(self._index) else np.full(len(keys), -1)
+        return self._index.get_indexer(keys)
 
     def values_of(self, keys) -> np.ndarray:
-        positions = self.positions(keys)
-        if not len(self._values):
-            return np.full(len(keys), np.nan)
-        return np.where(positions >= 0, self._values[positions], np.nan)
+        return self._values[self.positions(keys)]
 
 
 def _per_row(codes: np.ndarray, per_key: np.ndarray, missing) -> np.ndarray:
