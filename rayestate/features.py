@@ -106,8 +106,12 @@ def _zip5(zip_code: pd.Series) -> pd.Series:
 
 
 def _city_key(df: pd.DataFrame) -> pd.Series:
-    state, city = df["state"].astype("object"), df["city"].astype("object")
-    return (state.fillna("") + "|" + city.fillna("")).where(city.notna() & state.notna())
+    """ "state|city" where both are known, else None (a comprehension: pandas' string ops cost more)."""
+    keys = [
+        f"{state}|{city}" if isinstance(state, str) and isinstance(city, str) else None
+        for state, city in zip(df["state"].tolist(), df["city"].tolist(), strict=True)
+    ]
+    return pd.Series(keys, index=df.index, dtype="object")
 
 
 def _keys(df: pd.DataFrame) -> dict[str, pd.Series]:
@@ -115,7 +119,7 @@ def _keys(df: pd.DataFrame) -> dict[str, pd.Series]:
     zip5 = _zip5(df["zip_code"])
     return {
         "state": df["state"].astype("object"),
-        "zip3": zip5.str[:3],
+        "zip3": pd.Series([z[:3] if z is not None else None for z in zip5.tolist()], index=df.index, dtype="object"),
         "zip": zip5,
         "city": _city_key(df),
         "broker": _integer_text(df["brokered_by"], "{:d}", -np.inf, np.inf),
@@ -123,54 +127,57 @@ def _keys(df: pd.DataFrame) -> dict[str, pd.Series]:
 
 
 class ListingKeys:
-    """A batch's grouping keys, each factorized once.
+    """A batch's grouping keys, each factorized once and looked up once per table.
 
-    Applying the transform looks up 13 encodings over 5 keys, and the response warnings check
-    3 of those keys again: factorizing each key once turns each lookup into one hash lookup
-    per distinct value, done in C by pandas (``EncodingTable``).
+    Applying the transform reads 13 encodings over 5 keys, and the response warnings check 2
+    of those keys again. Each key is factorized once, and each :class:`KeyTable` (every
+    encoding over that key) is looked up once: one hash lookup per distinct value, in C.
     """
 
     def __init__(self, keys: dict[str, pd.Series]):
         self._factorized = {name: pd.factorize(key, use_na_sentinel=True) for name, key in keys.items()}
+        self._rows: dict[str, np.ndarray] = {}
 
     @classmethod
     def of(cls, df: pd.DataFrame) -> ListingKeys:
         return cls(_keys(df))
 
-    def lookup(self, name: str, table: EncodingTable) -> np.ndarray:
-        """The table's value per row; NaN where the key is missing or not in the table."""
-        codes, uniques = self._factorized[name]
-        return _per_row(codes, table.values_of(uniques), np.nan)
+    def values(self, name: str, table: KeyTable) -> np.ndarray:
+        """The table's values per row (rows x encodings); NaN where the key is missing or unseen."""
+        rows = self._rows.get(name)
+        if rows is None:
+            codes, uniques = self._factorized[name]
+            # Code -1 (missing key) picks the appended position -1, the table's all-NaN row.
+            per_key = table.values_at(np.append(table.positions(uniques), -1))
+            rows = self._rows[name] = per_key[codes]
+        return rows
 
-    def contains(self, name: str, table: EncodingTable) -> np.ndarray:
-        """Whether each row's key is in the table (False where the key is missing)."""
-        codes, uniques = self._factorized[name]
-        return _per_row(codes, table.positions(uniques) >= 0, False)
 
+class KeyTable:
+    """Every fitted encoding over one grouping key: one hashed pandas Index and a value matrix.
 
-class EncodingTable:
-    """One fitted encoding ({key: value}) as a hashed pandas Index, for vectorised lookups.
-
-    A Python dict lookup per distinct key cost ~4 ms per 1,000 real listings (hundreds of
-    distinct ZIPs, cities and brokers, 13 encodings); ``Index.get_indexer`` does it in C.
+    Column j holds encoding j's value per key (NaN where that encoding has no such key); one
+    extra all-NaN row at the end answers ``get_indexer``'s -1 ("not found") with no special case.
+    A Python dict lookup per distinct key cost ~4 ms per 1,000 real listings; one
+    ``Index.get_indexer`` per key, not per encoding, does it in C.
     """
 
-    def __init__(self, mapping: dict[str, float]):
-        self._index = pd.Index(list(mapping), dtype="object")
-        # One NaN past the end: get_indexer's -1 ("not found") then reads it, with no special case.
-        self._values = np.append(np.fromiter(mapping.values(), "float64", len(mapping)), np.nan)
+    def __init__(self, mappings: dict[str, dict[str, float]]):
+        self.columns = {name: j for j, name in enumerate(mappings)}
+        self._index = pd.Index(
+            list(dict.fromkeys(key for mapping in mappings.values() for key in mapping)), dtype="object"
+        )
+        self._values = np.full((len(self._index) + 1, len(mappings)), np.nan)
+        for j, mapping in enumerate(mappings.values()):
+            self._values[self._index.get_indexer(list(mapping)), j] = np.fromiter(
+                mapping.values(), "float64", len(mapping)
+            )
 
     def positions(self, keys) -> np.ndarray:
         return self._index.get_indexer(keys)
 
-    def values_of(self, keys) -> np.ndarray:
-        return self._values[self.positions(keys)]
-
-
-def _per_row(codes: np.ndarray, per_key: np.ndarray, missing) -> np.ndarray:
-    if not len(per_key):
-        return np.full(len(codes), missing, dtype=per_key.dtype)
-    return np.where(codes >= 0, per_key[np.maximum(codes, 0)], missing)
+    def values_at(self, positions: np.ndarray) -> np.ndarray:
+        return self._values[positions]
 
 
 def _positive_log(values: pd.Series) -> np.ndarray:
@@ -225,14 +232,29 @@ class FeatureTransform:
     version: int = FEATURE_VERSION
     #: Overall mean of each encoding target ("price", "ppsf", "ppa"): the last fallback.
     target_means: dict[str, float] = field(default_factory=dict)
-    _tables: dict[str, EncodingTable] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _tables: dict[str, KeyTable] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _categories: dict[str, pd.CategoricalDtype] = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def table(self, name: str) -> EncodingTable:
-        """The encoding ``name`` as a lookup table, built on first use (encodings do not change)."""
-        table = self._tables.get(name)
+    def table(self, key: str) -> KeyTable:
+        """The encodings over grouping ``key`` as one lookup table, built on first use (they never change)."""
+        table = self._tables.get(key)
         if table is None:
-            table = self._tables[name] = EncodingTable(self.encodings.get(name, {}))
+            names = [name for name, spec in _ENCODINGS.items() if spec.key == key]
+            table = self._tables[key] = KeyTable({name: self.encodings.get(name, {}) for name in names})
         return table
+
+    def _category(self, name: str, categories: tuple[str, ...]) -> pd.CategoricalDtype:
+        """The categorical dtype of state or status, built once: building one validates its categories."""
+        dtype = self._categories.get(name)
+        if dtype is None:
+            dtype = self._categories[name] = pd.CategoricalDtype(list(categories))
+        return dtype
+
+    def _encoded(self, keys: ListingKeys, name: str) -> np.ndarray:
+        """Encoding ``name`` per row, NaN where the row's key is missing or was not seen in training."""
+        key = _ENCODINGS[name].key
+        table = self.table(key)
+        return keys.values(key, table)[:, table.columns[name]]
 
     # --- fitting ---------------------------------------------------------------
     @classmethod
@@ -291,8 +313,8 @@ class FeatureTransform:
         columns["years_since_sold"] = (REFERENCE_DATE - sold).dt.days.to_numpy(
             dtype="float64", na_value=np.nan
         ) / 365.25
-        columns["state"] = pd.Categorical(df["state"], categories=list(self.states))
-        columns["status"] = pd.Categorical(df["status"], categories=list(self.statuses))
+        columns["state"] = pd.Categorical(df["state"], dtype=self._category("state", self.states))
+        columns["status"] = pd.Categorical(df["status"], dtype=self._category("status", self.statuses))
         columns["zip_number"] = _float_array(df["zip_code"])
         columns.update(self._encode(keys if keys is not None else ListingKeys.of(df)))
         _add_estimates(columns)
@@ -306,7 +328,7 @@ class FeatureTransform:
     def _encode(self, keys: ListingKeys) -> dict[str, np.ndarray]:
         encoded: dict[str, np.ndarray] = {}
         for name, spec in _ENCODINGS.items():
-            values = keys.lookup(spec.key, self.table(name))
+            values = self._encoded(keys, name)
             top_level = self.target_means.get(spec.target, self.global_mean)
             fallback = encoded[spec.parent] if spec.parent else top_level
             encoded[name] = np.where(np.isnan(values), fallback, values)
@@ -318,8 +340,9 @@ class FeatureTransform:
         return pd.DataFrame(
             {
                 "state": df["state"].isin(self.states).to_numpy(),
-                "zip": keys.contains("zip", self.table("zip")),
-                "city": keys.contains("city", self.table("city")),
+                # Fitted encodings are finite, so NaN means "no such key in training".
+                "zip": ~np.isnan(self._encoded(keys, "zip")),
+                "city": ~np.isnan(self._encoded(keys, "city")),
             },
             index=df.index,
         )
@@ -377,6 +400,8 @@ def _add_estimates(features) -> None:
 
 def _float_array(values: pd.Series) -> np.ndarray:
     """A column as float64 (anything not a number becomes NaN)."""
+    if pd.api.types.is_float_dtype(values.dtype):  # already numbers: skip to_numeric's parsing pass
+        return values.to_numpy(dtype="float64", na_value=np.nan)
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
@@ -387,7 +412,7 @@ def _nanmean(values: np.ndarray) -> float:
 
 def _lookup(keys: pd.Series, table: dict[str, float]) -> np.ndarray:
     """table[key] per row, NaN when absent (fitting's parent priors)."""
-    return ListingKeys({"key": keys}).lookup("key", EncodingTable(table))
+    return ListingKeys({"key": keys}).values("key", KeyTable({"value": table}))[:, 0]
 
 
 def _fit_encodings(

@@ -69,8 +69,8 @@ class PriceModel:
 
     def predict_log(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> np.ndarray:
         """Predicted log price per row (``keys``: the rows' ListingKeys, if the caller has them)."""
-        features = self.features(raw, keys)
-        outputs = [b.inplace_predict(features, validate_features=False) for b in self.boosters]
+        matrix = dense_matrix(self.features(raw, keys))
+        outputs = [b.inplace_predict(matrix, validate_features=False) for b in self.boosters]
         return np.mean(outputs, axis=0, dtype="float64")
 
     def predict(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> np.ndarray:
@@ -118,6 +118,24 @@ class PriceModel:
         meta_path = directory / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         return cls(boosters=boosters, transform=FeatureTransform.load(directory / TRANSFORM_FILE), meta=meta)
+
+
+def dense_matrix(features: pd.DataFrame) -> np.ndarray:
+    """The feature frame as one float matrix, each categorical as its code (NaN when missing).
+
+    These are the codes the boosters were trained on: the transform fixes each category list.
+    XGBoost reads such an array as it is, where a DataFrame is converted column by column on
+    every call, for every booster of the bag (~2 ms per booster for 1,000 rows).
+    """
+    columns = []
+    for name in features.columns:
+        column = features[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()
+            columns.append(np.where(codes >= 0, codes, np.nan))
+        else:
+            columns.append(column.to_numpy(dtype="float64", na_value=np.nan))
+    return np.column_stack(columns)
 
 
 def booster_file(index: int) -> str:

@@ -28,13 +28,15 @@ from ray_jobs.inference_log import InferenceLogWriter
 from rayestate.schema import Listing
 from rayestate.settings import Settings, load_settings
 from serve_app.contract import (
-    BatchRequest,
+    BATCH_OPENAPI,
     BatchResponse,
     ExplainResponse,
     PredictResponse,
+    batch_rows,
     field_errors,
     listing_columns,
     raw_rows,
+    valid_batch,
     validate_listings,
 )
 from serve_app.deployments import Explainer, Predictor
@@ -154,18 +156,31 @@ class Api:
         "/predict/batch",
         response_model=BatchResponse,
         summary="Price many listings; bad rows are reported by index and the rest still priced",
-        responses={413: {"description": "more listings than the configured maximum, or body too large"}},
+        openapi_extra=BATCH_OPENAPI,
+        responses={
+            413: {"description": "more listings than the configured maximum, or body too large"},
+            422: {
+                "description": "Validation Error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+            },
+        },
     )
-    async def predict_batch(self, body: BatchRequest, request: Request, background: BackgroundTasks) -> BatchResponse:
+    async def predict_batch(self, request: Request, background: BackgroundTasks) -> Response:
+        # The body is read here, not by FastAPI: a batch of valid listings is parsed and validated
+        # in one pass (valid_batch); anything else is parsed as FastAPI would and checked row by row.
         started = time.perf_counter()
-        limit = self._settings.max_batch_listings
-        if len(body.listings) > limit:
-            api_metrics().reject("/predict/batch", "too_many_listings")
-            raise HTTPException(413, f"{len(body.listings)} listings exceed the maximum of {limit} per request")
-        good, errors = validate_listings(body.listings)
+        body, content_type = await request.body(), request.headers.get("content-type")
+        listings = valid_batch(body, content_type)
+        if listings is not None:
+            self._check_batch_size(len(listings))
+            count, good, errors = len(listings), list(enumerate(listings)), []
+        else:
+            rows = batch_rows(body, content_type)
+            self._check_batch_size(len(rows))
+            count, (good, errors) = len(rows), validate_listings(rows)
         if errors:
             api_metrics().reject("/predict/batch", "invalid_row", len(errors))
-        prices: list[float | None] = [None] * len(body.listings)
+        prices: list[float | None] = [None] * count
         warnings = []
         version = None
         if good:
@@ -189,6 +204,12 @@ class Api:
         # Serialized by pydantic in one call: FastAPI's generic path (re-validate, jsonable_encoder)
         # costs ~3 ms for 1,000 prices. The model above already validated the answer.
         return Response(answer.model_dump_json(), media_type="application/json")
+
+    def _check_batch_size(self, count: int) -> None:
+        limit = self._settings.max_batch_listings
+        if count > limit:
+            api_metrics().reject("/predict/batch", "too_many_listings")
+            raise HTTPException(413, f"{count} listings exceed the maximum of {limit} per request")
 
     def _log_batch(self, columns: dict[str, list], prices: list[float], version: str, started: float) -> None:
         """Runs after the response is sent, so the caller never waits for the log."""

@@ -6,8 +6,11 @@ Field names here are public API: the UI and users depend on them.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from rayestate.schema import Listing
@@ -24,10 +27,42 @@ class PredictResponse(BaseModel):
 
 
 class BatchRequest(BaseModel):
+    """A batch body before its listings are validated, each on its own (the row-by-row path)."""
+
     listings: list[dict[str, Any]] = Field(
-        description="Listings to price (each one a Listing object); rows are validated one by one",
-        json_schema_extra={"items": {"$ref": "#/components/schemas/Listing"}},
+        description="Listings to price (each one a Listing object); rows are validated one by one"
     )
+
+
+class _ValidBatch(BaseModel):
+    """A batch body whose listings are all valid: what the one-pass fast path accepts."""
+
+    listings: list[Listing]
+
+
+#: /predict/batch reads its body itself (see valid_batch), so its OpenAPI body is declared here.
+BATCH_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "BatchRequest",
+                    "type": "object",
+                    "required": ["listings"],
+                    "properties": {
+                        "listings": {
+                            "title": "Listings",
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Listing"},
+                            "description": BatchRequest.model_fields["listings"].description,
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 class FieldError(BaseModel):
@@ -90,6 +125,50 @@ def field_errors(exc: ValidationError | Any, *, drop_prefix: int = 0) -> list[di
         loc = list(error.get("loc", ()))[drop_prefix:]
         errors.append({"loc": loc, "msg": str(error.get("msg", "invalid value")), "type": str(error.get("type"))})
     return errors
+
+
+def _is_json(content_type: str | None) -> bool:
+    """FastAPI's (strict) rule: application/json or application/*+json; no content type is not JSON."""
+    if not content_type:
+        return False
+    kind, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def valid_batch(body: bytes, content_type: str | None) -> list[Listing] | None:
+    """The listings of a batch body in which every one is valid, else None.
+
+    Parsed and validated in one pass by pydantic-core: 1,000 listings take ~2.7 ms, where
+    ``json.loads``, the request model and validating each listing take ~5.5 ms. Any other
+    body (a bad row, bad JSON) goes to :func:`batch_rows` and :func:`validate_listings`.
+    """
+    if not body or not _is_json(content_type):
+        return None
+    try:
+        return _ValidBatch.model_validate_json(body).listings
+    except ValidationError:
+        return None
+
+
+def batch_rows(body: bytes, content_type: str | None) -> list[Any]:
+    """The raw listings of a batch body, parsed as FastAPI parses a JSON body, with its errors."""
+    if not body:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
+    data: Any = body
+    if _is_json(content_type):
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error"}
+            raise RequestValidationError([error]) from None
+        except Exception:  # bad UTF-8, nesting past the recursion limit
+            raise HTTPException(400, "There was an error parsing the body") from None
+    try:
+        return BatchRequest.model_validate(data, from_attributes=True).listings
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
 
 
 def listing_columns(listings: list[Listing]) -> dict[str, list]:

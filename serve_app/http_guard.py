@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import time
 
+from starlette.exceptions import HTTPException
+
 from serve_app.metrics import api_metrics
 
 _LIMITS = {"max_body_bytes": 16 * 1024 * 1024}
@@ -23,8 +25,12 @@ def set_max_body_bytes(limit: int) -> None:
     _LIMITS["max_body_bytes"] = int(limit)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised while reading an oversized body: an HTTPException, so whoever reads the body
+    (FastAPI, or an endpoint reading it itself) answers 413 instead of logging an error."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
 
 
 def endpoint_label(scope) -> str:
@@ -74,7 +80,7 @@ class ApiGuard:
                 received += len(message.get("body", b""))
                 if received > limit:
                     overflow = True
-                    raise _BodyTooLarge()
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tracking_send(message):

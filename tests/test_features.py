@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from rayestate.features import EncodingTable, FeatureTransform, ListingKeys
+from rayestate.features import FeatureTransform, KeyTable, ListingKeys
 from rayestate.synthetic import generate_listings
 
 
@@ -18,17 +18,22 @@ def test_overflowing_ratios_become_missing_not_inf():
     assert numeric["sqft_per_bed"].isna().all()
 
 
-def test_vectorised_lookups_match_a_plain_dict():
-    table = {"02101": 13.1, "33602": 12.4, "": 9.0}
-    keys = pd.Series(["33602", None, "99999", "02101", "33602", "", np.nan], dtype="object")
-    expected = [12.4, np.nan, np.nan, 13.1, 12.4, 9.0, np.nan]
-    listing_keys = ListingKeys({"zip": keys})
-    np.testing.assert_array_equal(listing_keys.lookup("zip", EncodingTable(table)), expected)
-    assert listing_keys.contains("zip", EncodingTable(table)).tolist() == [True, False, False, True, True, True, False]
-    assert np.isnan(listing_keys.lookup("zip", EncodingTable({}))).all()
-    assert not listing_keys.contains("zip", EncodingTable({})).any()
+def test_vectorised_lookups_match_plain_dicts():
+    # Two encodings over one key, with different key sets: each reads its own value or NaN.
+    price = {"02101": 13.1, "33602": 12.4, "": 9.0}
+    per_sqft = {"33602": 5.5, "10001": 7.0}
+    keys = pd.Series(["33602", None, "99999", "02101", "33602", "", np.nan, "10001"], dtype="object")
+    table = KeyTable({"price": price, "per_sqft": per_sqft})
+    values = ListingKeys({"zip": keys}).values("zip", table)
+    for name, mapping in (("price", price), ("per_sqft", per_sqft)):
+        expected = [mapping.get(key, np.nan) if isinstance(key, str) else np.nan for key in keys]
+        np.testing.assert_array_equal(values[:, table.columns[name]], expected)
+    empty = KeyTable({"price": {}})
+    assert np.isnan(ListingKeys({"zip": keys}).values("zip", empty)).all()
     nothing = ListingKeys({"zip": pd.Series([None, None], dtype="object")})
-    assert np.isnan(nothing.lookup("zip", EncodingTable(table))).all()
+    assert nothing.values("zip", table).shape == (2, 2) and np.isnan(nothing.values("zip", table)).all()
+    none_at_all = ListingKeys({"zip": pd.Series([], dtype="object")})
+    assert none_at_all.values("zip", table).shape == (0, 2)
 
 
 def test_transform_and_known_agree_with_or_without_shared_keys():

@@ -169,13 +169,14 @@ def test_deeply_nested_objects_in_a_batch_row_are_reported_for_that_row(api):
     assert [e["index"] for e in response.json()["errors"]] == [1]
 
 
-def test_chunked_upload_over_the_body_limit_is_413(api):
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])  # /predict/batch reads its body itself
+def test_chunked_upload_over_the_body_limit_is_413(api, path):
     def chunks():
         piece = b" " * (1024 * 1024)
         for _ in range(17):  # 17 MiB against the 16 MiB default, with no Content-Length
             yield piece
 
-    response = api.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    response = api.post(path, content=chunks(), headers={"content-type": "application/json"})
     assert "exceeds" in detail_of(response, 413)
 
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import numpy as np
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -15,7 +20,15 @@ from ray.serve.schema import ServeDeploySchema
 
 from rayestate.mlflow_model import LoadedModel
 from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, Listing
-from serve_app.contract import listing_columns, raw_rows, validate_listings
+from serve_app.contract import (
+    BatchRequest,
+    batch_rows,
+    field_errors,
+    listing_columns,
+    raw_rows,
+    valid_batch,
+    validate_listings,
+)
 from serve_app.deploy import adapt_config, load_config
 from serve_app.http_guard import endpoint_label
 from serve_app.inference import dollar_effects, explain_rows, predict_rows
@@ -96,6 +109,84 @@ def test_batch_validation_reports_bad_rows_by_index():
     assert errors[0]["detail"][0]["loc"] == ["bed"]
     assert {d["loc"][0] for d in errors[1]["detail"]} == {"bed", "bath", "acre_lot", "house_size"}
     assert errors[2]["detail"][0]["type"] == "finite_number"
+
+
+def _batch_bodies():
+    """(content type, body) pairs: valid, bad rows, bad JSON, wrong kinds, hostile nesting."""
+    good = json.dumps({"listings": [LISTING, {**LISTING, "zip_code": 2101, "city": " Akron ", "status": "sold"}]})
+    nested = "[" * 100_000 + "]" * 100_000
+    json_bodies = [
+        good,
+        json.dumps({"listings": [LISTING, {**LISTING, "bed": -1}, "text", None]}),
+        json.dumps({"listings": [LISTING, {**LISTING, "bed": 1.5}]}).replace("1.5", "Infinity"),
+        json.dumps({"listings": [LISTING, {**LISTING, "bed": 1.5}]}).replace("1.5", "NaN"),
+        json.dumps({"listings": [{**LISTING, "bed": 1.5}]}).replace("1.5", "1e400"),
+        json.dumps({"listings": [{**LISTING, "zip_code": True}, {**LISTING, "zip_code": 2101.5}, {**LISTING, "bed": "3"}]}),
+        json.dumps({"listings": [{**LISTING, "state": 5}, {**LISTING, "extra": {"a": {}}}, {**LISTING, "bed": 10**30}]}),
+        '{"listings": [{"bed": 1, "bed": 2, "bath": 1, "acre_lot": 1, "house_size": 900, "state": "Ohio"}]}',
+        json.dumps({"listings": {"bed": 1}}),
+        json.dumps({"listings": []}),
+        json.dumps({"listings": [LISTING], "extra": 1}),
+        json.dumps({"items": [LISTING]}),
+        '{"listings": [' + json.dumps(LISTING) + ",]}",
+        '{"listings": [{"bed": ' + "[" * 100 + "]" * 100 + "}]}",
+        '{"listings": [{"bed": ' + nested + "}]}",
+        "", "null", "[]", "\x00\xff\xfe",
+    ]  # fmt: skip
+    kinds = ["text/plain", None, "application/vnd.api+json", "application/json; charset=utf-8"]
+    return [("application/json", body) for body in json_bodies] + [(kind, good) for kind in kinds]
+
+
+def test_batch_bodies_are_read_as_fastapi_reads_them_and_valid_ones_in_one_pass():
+    """/predict/batch reads its own body: for every body, the same answer FastAPI's parsing gave.
+
+    The reference is an app declaring the body as ``BatchRequest`` (how /predict/batch read it
+    before), then validating row by row; the checked path is the one-pass ``valid_batch`` with
+    ``batch_rows`` + ``validate_listings`` behind it, as in the Serve app.
+    """
+
+    def answer(count: int, good: list, errors: list) -> dict:
+        return {"count": count, "good": [(i, listing.model_dump()) for i, listing in good], "errors": errors}
+
+    def client(reads_its_own_body: bool) -> TestClient:
+        app = FastAPI()
+        app.add_exception_handler(
+            RequestValidationError, lambda _, exc: JSONResponse({"detail": field_errors(exc)}, status_code=422)
+        )
+        if reads_its_own_body:
+
+            @app.post("/batch")
+            async def own(request: Request) -> dict:
+                body, content_type = await request.body(), request.headers.get("content-type")
+                listings = valid_batch(body, content_type)
+                if listings is not None:
+                    return answer(len(listings), list(enumerate(listings)), []) | {"one_pass": True}
+                rows = batch_rows(body, content_type)
+                return answer(len(rows), *validate_listings(rows)) | {"one_pass": False}
+        else:
+
+            @app.post("/batch")
+            async def declared(body: BatchRequest) -> dict:
+                return answer(len(body.listings), *validate_listings(body.listings))
+
+        return TestClient(app)
+
+    reference, own = client(False), client(True)
+    one_pass = 0
+    for content_type, body in _batch_bodies():
+        headers = {"content-type": content_type} if content_type else {}
+        content = body.encode("latin-1")
+        expected, got = (
+            reference.post("/batch", content=content, headers=headers),
+            own.post("/batch", content=content, headers=headers),
+        )
+        assert got.status_code == expected.status_code, (content_type, body[:80], got.text[:300])
+        result = got.json()
+        one_pass += bool(result.pop("one_pass", False))
+        assert result == expected.json(), (content_type, body[:80])
+        if result.get("errors") or got.status_code != 200:
+            assert valid_batch(content, content_type) is None  # anything but an all-valid batch goes row by row
+    assert one_pass == 6  # all-valid: 4 JSON bodies (incl. empty, extra key, duplicate key), 2 JSON content types
 
 
 valid_listings = st.fixed_dictionaries(
