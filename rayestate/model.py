@@ -37,7 +37,7 @@ def listings_frame(rows: list[dict]) -> pd.DataFrame:
 class Explanation:
     """Exact SHAP values of one prediction, in log-price space."""
 
-    log_price: float
+    log_price: float  # the model's output; base_value + sum(shap) equals it to float tolerance
     base_value: float
     shap: dict[str, float]
     feature_values: dict[str, object] = field(default_factory=dict)
@@ -69,7 +69,10 @@ class PriceModel:
 
     def predict_log(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> np.ndarray:
         """Predicted log price per row (``keys``: the rows' ListingKeys, if the caller has them)."""
-        matrix = dense_matrix(self.features(raw, keys))
+        return self._log_price(self.features(raw, keys))
+
+    def _log_price(self, features: pd.DataFrame) -> np.ndarray:
+        matrix = dense_matrix(features)
         outputs = [b.inplace_predict(matrix, validate_features=False) for b in self.boosters]
         return np.mean(outputs, axis=0, dtype="float64")
 
@@ -78,10 +81,15 @@ class PriceModel:
         return np.exp(self.predict_log(raw, keys))
 
     def explain(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> list[Explanation]:
-        """Exact TreeSHAP per row: base_value + sum(shap) == predicted log price."""
+        """Exact TreeSHAP per row: base_value + sum(shap) == predicted log price.
+
+        ``log_price`` is the model's own output on the same features (not the sum of the SHAP
+        values), so callers can check additivity without computing the features again.
+        """
         features = self.features(raw, keys)
         matrix = self._dmatrix(features)
         contribs = np.mean([b.predict(matrix, pred_contribs=True) for b in self.boosters], axis=0, dtype="float64")
+        log_prices = self._log_price(features)
         explanations = []
         for i in range(len(features)):
             row = contribs[i]
@@ -91,7 +99,7 @@ class PriceModel:
                 for name, v in features.iloc[i].items()
             }
             explanations.append(
-                Explanation(log_price=float(row.sum()), base_value=float(row[-1]), shap=shap, feature_values=values)
+                Explanation(log_price=float(log_prices[i]), base_value=float(row[-1]), shap=shap, feature_values=values)
             )
         return explanations
 

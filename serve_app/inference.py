@@ -105,11 +105,11 @@ def explain_rows(model: PriceModel, rows: list[dict]) -> list[dict]:
     raw = listings_frame(rows)
     keys = ListingKeys.of(raw)
     with xgb.config_context(nthread=XGB_THREADS):
-        explanations = model.explain(raw, keys)
-        log_prices = model.predict_log(raw, keys)  # the model's own output, checked against base + sum(shap)
+        explanations = model.explain(raw, keys)  # log_price: the model's own output, not base + sum(shap)
     warnings = row_warnings(model, raw, keys)
     results = []
-    for explanation, log_price, row_warning in zip(explanations, log_prices, warnings, strict=True):
+    for explanation, row_warning in zip(explanations, warnings, strict=True):
+        log_price = explanation.log_price
         contributions = sorted(
             (
                 {
