@@ -106,7 +106,7 @@ def _zip5(zip_code: pd.Series) -> pd.Series:
 
 
 def _city_key(df: pd.DataFrame) -> pd.Series:
-    """ "state|city" where both are known, else None (a comprehension: pandas' string ops cost more)."""
+    """The key "state|city" where both are known, else None (pandas' string ops cost more)."""
     keys = [
         f"{state}|{city}" if isinstance(state, str) and isinstance(city, str) else None
         for state, city in zip(df["state"].tolist(), df["city"].tolist(), strict=True)
@@ -136,7 +136,7 @@ class ListingKeys:
 
     def __init__(self, keys: dict[str, pd.Series]):
         self._factorized = {name: pd.factorize(key, use_na_sentinel=True) for name, key in keys.items()}
-        self._rows: dict[str, np.ndarray] = {}
+        self._rows: dict[tuple[str, KeyTable], np.ndarray] = {}  # (key, table) -> values per row
 
     @classmethod
     def of(cls, df: pd.DataFrame) -> ListingKeys:
@@ -144,12 +144,12 @@ class ListingKeys:
 
     def values(self, name: str, table: KeyTable) -> np.ndarray:
         """The table's values per row (rows x encodings); NaN where the key is missing or unseen."""
-        rows = self._rows.get(name)
+        rows = self._rows.get((name, table))
         if rows is None:
             codes, uniques = self._factorized[name]
             # Code -1 (missing key) picks the appended position -1, the table's all-NaN row.
             per_key = table.values_at(np.append(table.positions(uniques), -1))
-            rows = self._rows[name] = per_key[codes]
+            rows = self._rows[name, table] = per_key[codes]
         return rows
 
 

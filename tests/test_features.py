@@ -30,6 +30,8 @@ def test_vectorised_lookups_match_plain_dicts():
         np.testing.assert_array_equal(values[:, table.columns[name]], expected)
     empty = KeyTable({"price": {}})
     assert np.isnan(ListingKeys({"zip": keys}).values("zip", empty)).all()
+    shared = ListingKeys({"zip": keys})  # one batch's keys against two tables: each answers for itself
+    assert np.isnan(shared.values("zip", empty)).all() and not np.isnan(shared.values("zip", table)).all()
     nothing = ListingKeys({"zip": pd.Series([None, None], dtype="object")})
     assert nothing.values("zip", table).shape == (2, 2) and np.isnan(nothing.values("zip", table)).all()
     none_at_all = ListingKeys({"zip": pd.Series([], dtype="object")})
