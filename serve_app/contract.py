@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from rayestate.schema import Listing
 
@@ -26,43 +26,31 @@ class PredictResponse(BaseModel):
     warnings: list[str] = Field(description="What the model could not use as given (e.g. an unseen zip code)")
 
 
+BATCH_LISTINGS_DESCRIPTION = "Listings to price (each one a Listing object); rows are validated one by one"
+
+
 class BatchRequest(BaseModel):
     """A batch body before its listings are validated, each on its own (the row-by-row path)."""
 
-    listings: list[dict[str, Any]] = Field(
-        description="Listings to price (each one a Listing object); rows are validated one by one"
-    )
+    listings: list[dict[str, Any]] = Field(description=BATCH_LISTINGS_DESCRIPTION)
 
 
+# The batch body as documented, and as the one-pass fast path accepts it: every listing valid.
+# (A comment, not a docstring: pydantic would publish a docstring as the schema's description.)
 class _ValidBatch(BaseModel):
-    """A batch body whose listings are all valid: what the one-pass fast path accepts."""
+    model_config = ConfigDict(title="BatchRequest")
 
-    listings: list[Listing]
+    listings: list[Listing] = Field(description=BATCH_LISTINGS_DESCRIPTION)
+
+
+def _openapi_body(model: type[BaseModel]) -> dict:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)  # Listing is a component already (the /predict body)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 #: /predict/batch reads its body itself (see valid_batch), so its OpenAPI body is declared here.
-BATCH_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "title": "BatchRequest",
-                    "type": "object",
-                    "required": ["listings"],
-                    "properties": {
-                        "listings": {
-                            "title": "Listings",
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Listing"},
-                            "description": BatchRequest.model_fields["listings"].description,
-                        }
-                    },
-                }
-            }
-        },
-    }
-}
+BATCH_OPENAPI = _openapi_body(_ValidBatch)
 
 
 class FieldError(BaseModel):
