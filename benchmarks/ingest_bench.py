@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,17 +33,15 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import free_port, stop_process, wait_http  # noqa: E402
-
-from ray_jobs import store  # noqa: E402
 from ray_jobs.clean import clean_batch, clean_table_pandas  # noqa: E402
 from ray_jobs.ingest import ingest_batch  # noqa: E402
 from ray_jobs.source import Batch, fetch_batch  # noqa: E402
+from rayestate import store  # noqa: E402
+from rayestate.devstack.synthetic import generate_listings  # noqa: E402
+from rayestate.localstack import free_port, start_process, stop_process, wait_http  # noqa: E402
 from rayestate.schema import NUMERIC_COLUMNS, RAW_COLUMNS, SchemaError, conform_table  # noqa: E402
 from rayestate.settings import Settings  # noqa: E402
-from rayestate.synthetic import generate_listings  # noqa: E402
 
 SAMPLE = Path(os.environ.get("RAYESTATE_SHARED_DIR", REPO.parent / "shared")) / "data" / "realtor" / "realtor.parquet"
 GROUP = {"group_number": 1, "day": "Tuesday"}
@@ -72,7 +69,7 @@ class DataAPI:
         env = {**os.environ, "RAYESTATE_DATA_API_BATCH_ROWS": str(len(frame))}
         command = [str(Path(sys.executable).parent / "rayestate"), "--state-dir", str(workdir / "api-state")]
         command += ["data-api", "--dataset", str(path), "--mode", "random", "--port", self.url.rsplit(":", 1)[1]]
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = start_process(command, workdir / "data-api.log", env=env)
         wait_http(f"{self.url}/health", timeout=300, process=self.process)
 
     def restart(self) -> None:

@@ -182,7 +182,6 @@ def start_stack(root: Path, options, processes: list) -> tuple[str, str, dict, l
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray
     from ray import serve
-
     from serve_app.deploy import adapt_config, deploy_config, load_config, wait_ready
 
     dashboard_port = free_port()

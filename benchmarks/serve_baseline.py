@@ -16,8 +16,8 @@ import xgboost as xgb
 from fastapi import FastAPI
 from mlflow.tracking import MlflowClient
 
-from rayestate.mlflow_model import load_model_by_alias
 from rayestate.model import listings_frame
+from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
 from rayestate.settings import load_settings
 from serve_app.contract import BatchRequest, validate_listings

@@ -39,7 +39,7 @@ WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 HEADLINE_CONCURRENCY = 16
 
 sys.path.insert(0, str(REPO))
-from serve_app.cluster_env import haproxy_ingress_env  # noqa: E402
+from haproxy_ingress import haproxy_ingress_env  # noqa: E402
 
 
 def free_port() -> int:
@@ -200,7 +200,6 @@ def main() -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
         from ray import serve
-
         from serve_app.deploy import adapt_config, deploy_config, load_config, wait_ready
 
         dashboard_port = free_port()

@@ -33,8 +33,9 @@ sys.path.insert(0, str(REPO))
 
 from ray_jobs.clean import PRICE_CAP, PRICE_FLOOR, clean_table_pandas  # noqa: E402
 from ray_jobs.evaluate import evaluate  # noqa: E402
+from ray_jobs.fit import refit  # noqa: E402
 from ray_jobs.split import split_frame  # noqa: E402
-from ray_jobs.tune import fit_untuned, refit, tune_model  # noqa: E402
+from ray_jobs.tune import fit_untuned, tune_model  # noqa: E402
 from rayestate.settings import Settings  # noqa: E402
 
 SAMPLE = Path(os.environ.get("RAYESTATE_SHARED_DIR", REPO.parent / "shared")) / "data" / "realtor" / "realtor.parquet"
@@ -89,7 +90,7 @@ def main() -> int:
         finally:
             ray.shutdown()
     started = time.monotonic()
-    model = refit(full, result, seed=42, nthread=args.cpus, bag_size=settings.bag_size)
+    model = refit(full, result.params, result.best_rounds, seed=42, nthread=args.cpus, bag_size=settings.bag_size)
     refit_seconds = time.monotonic() - started
 
     metrics = evaluate(model, test)

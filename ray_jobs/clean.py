@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ray_jobs import store
+from rayestate import store
 from rayestate.geography import zip_matches_state
 from rayestate.schema import (
     MAX_ACRE_LOT,

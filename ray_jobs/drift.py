@@ -21,8 +21,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ray_jobs import store
+from rayestate import history
 from rayestate.schema import RAW_COLUMNS, SchemaError
 from rayestate.settings import Settings
 
@@ -493,40 +492,14 @@ def drift_report(reference: Listings, current: Listings, settings: Settings) -> 
     )
 
 
-# --- persistence and the retrain decision ------------------------------------------------------
-
-DRIFT_DIR = "drift"
-_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+# --- persistence (rayestate.history keeps the documents) ----------------------------------------
 
 
-def save_drift_report(settings: Settings, batch_id: str, report: DriftReport) -> str:
-    """Publish the report as <store>/drift/<batch_id>.json (atomically; a re-run replaces it)."""
-    if not _BATCH_ID.fullmatch(batch_id):
-        raise ValueError(f"batch id {batch_id!r} is not a safe file name (letters, digits, '.', '_', '-')")
-    return store.put_json(settings, f"{DRIFT_DIR}/{batch_id}.json", replace(report, batch_id=batch_id).to_dict())
+def save_drift_report(settings: Settings, report_id: str, report: DriftReport) -> str:
+    """Publish the report as <store>/drift/<report_id>.json (atomically; a re-run replaces it)."""
+    return history.save_drift_report(settings, report_id, report.to_dict())
 
 
 def load_drift_history(settings: Settings, limit: int = 20) -> list[DriftReport]:
     """The newest ``limit`` saved reports, newest first (an empty list before the first save)."""
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
-    reports = [DriftReport.from_dict(document) for document in store.list_json(settings, DRIFT_DIR)]
-    reports.sort(key=lambda r: (r.created_at, r.batch_id or ""), reverse=True)
-    return reports[:limit]
-
-
-def should_retrain(
-    has_champion: bool, report: DriftReport | None, new_rows_since_training: int, settings: Settings
-) -> tuple[bool, str]:
-    """Retrain when there is no champion, the data drifted, or enough new rows piled up."""
-    if new_rows_since_training < 0:
-        raise ValueError(f"new_rows_since_training must be >= 0, got {new_rows_since_training}")
-    if not has_champion:
-        return True, "no champion model yet"
-    if report is not None and report.drift:
-        return True, report.reason
-    enough = settings.retrain_min_new_rows
-    if new_rows_since_training >= enough:
-        return True, f"{new_rows_since_training:,} new rows since the last training (>= {enough:,})"
-    drift = report.reason if report is not None else "no drift report"
-    return False, f"skipped: {drift}; {new_rows_since_training:,} new rows since the last training (< {enough:,})"
+    return [DriftReport.from_dict(document) for document in history.drift_reports(settings, limit)]

@@ -3,13 +3,13 @@
 Idempotent by batch id: ingesting a batch that is already published returns the existing
 record and writes nothing, so a pipeline re-run (or a re-served file batch) is harmless. A batch
 id that comes back with different rows is refused, because raw data is never rewritten. Crash
-safety comes from the store: data first, manifest last (see ray_jobs.store).
+safety comes from the store: data first, manifest last (see rayestate.store).
 """
 
 from __future__ import annotations
 
-from ray_jobs import store
 from ray_jobs.source import Batch
+from rayestate import store
 from rayestate.schema import conform_table
 from rayestate.settings import Settings
 

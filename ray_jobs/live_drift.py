@@ -17,6 +17,9 @@ import re
 import sys
 from datetime import UTC, datetime, timedelta
 
+from ray_jobs.drift import drift_report, save_drift_report
+from rayestate import registry, store
+from rayestate.inference_log import read_inference_log
 from rayestate.schema import RAW_COLUMNS
 from rayestate.settings import Settings, load_settings
 
@@ -32,11 +35,7 @@ def parse_since(text: str) -> timedelta:
 
 def live_drift_report(settings: Settings, *, since: timedelta | None = None):
     """(report, report id): the inference log (last ``since``) vs the champion's training batches."""
-    from ray_jobs import registry, store
-    from ray_jobs.drift import drift_report, save_drift_report
-    from ray_jobs.inference_log import read_inference_log
-
-    champion = registry.champion_info(registry.connect(settings), settings)
+    champion = registry.champion(registry.connect(settings), settings)
     if champion is None:
         raise ValueError(f"model {settings.model_name!r} has no {settings.model_alias!r} version to compare with")
     if not champion.training_batches:

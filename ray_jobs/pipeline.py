@@ -23,10 +23,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from ray_jobs import store
+from ray_jobs import drift, register
+from ray_jobs.challenger import train_and_decide
+from ray_jobs.clean import clean_batch
+from ray_jobs.decide import should_retrain
+from ray_jobs.ingest import ingest_batch
+from ray_jobs.pipeline_metrics import record_pipeline_metrics
+from ray_jobs.quarantine import fetch_batch_or_quarantine
+from ray_jobs.source import read_file_batches
+from rayestate import history, registry, store
 from rayestate.settings import Settings, load_settings
-
-LEDGER = "pipeline/ledger"
 
 
 @dataclass
@@ -55,9 +61,6 @@ def ingest_new_batches(settings: Settings, max_batches: int) -> list[store.RawRe
     A malformed data-API answer is quarantined (ray_jobs.quarantine) and stops the run with a
     clear error; the raw store never sees it.
     """
-    from ray_jobs.clean import clean_batch
-    from ray_jobs.ingest import ingest_batch
-
     ingested = []
     for batch in _new_batches(settings, max_batches):
         record = ingest_batch(settings, batch)
@@ -68,9 +71,6 @@ def ingest_new_batches(settings: Settings, max_batches: int) -> list[store.RawRe
 
 
 def _new_batches(settings: Settings, max_batches: int):
-    from ray_jobs.quarantine import fetch_batch_or_quarantine
-    from ray_jobs.source import read_file_batches
-
     if settings.source_path is not None:
         done = {r.batch_id for r in store.list_records(settings, "raw")}
         fresh = (b for b in read_file_batches(settings.source_path, settings.file_batch_rows) if b.batch_id not in done)
@@ -87,7 +87,7 @@ def _new_batches(settings: Settings, max_batches: int):
 
 def pending_batches(settings: Settings) -> list[str]:
     """Clean batches that no finished run has decided on yet, oldest first."""
-    decided = {b for entry in store.list_json(settings, LEDGER) for b in entry["batches"]}
+    decided = history.decided_batches(settings)
     return [r.batch_id for r in store.list_records(settings, "clean") if r.batch_id not in decided]
 
 
@@ -98,13 +98,7 @@ def run_key_of(batch_ids: list[str]) -> str:
 def record_result(settings: Settings, result: PipelineResult) -> None:
     """Close the run: its batches stop being pending."""
     result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    store.put_json(settings, f"{LEDGER}/{result.run_key}.json", asdict(result))
-
-
-def pipeline_history(settings: Settings, limit: int = 50) -> list[dict]:
-    """Finished runs, newest first (for the API and UI)."""
-    entries = store.list_json(settings, LEDGER)
-    return sorted(entries, key=lambda e: e.get("finished_at", ""), reverse=True)[:limit]
+    history.record_run(settings, asdict(result))
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -112,9 +106,6 @@ def pipeline_history(settings: Settings, limit: int = 50) -> list[dict]:
 
 def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> PipelineResult:
     """One full run; see the module docstring. Raises on real failures (the job then fails)."""
-    from ray_jobs import drift, registry
-    from ray_jobs.train import train_and_decide
-
     connect_ray(settings)
     client = registry.connect(settings)  # fails fast, naming the URI, when MLflow is unreachable
     rows_ingested = sum(r.rows for r in ingest_new_batches(settings, max_batches or settings.max_batches_per_run))
@@ -127,7 +118,7 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
     run_key = run_key_of(pending)
     records = {r.batch_id: r for r in store.list_records(settings, "clean")}
     new_rows = sum(records[b].rows for b in pending)
-    champion = registry.champion_info(client, settings)
+    champion = registry.champion(client, settings)
     trained_on = set(champion.training_batches) if champion else set()
     rows_since_training = sum(r.rows for b, r in records.items() if b not in trained_on)
 
@@ -141,16 +132,16 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
         )
         drift.save_drift_report(settings, pending[-1], report)
         print(f"[pipeline] drift verdict: {report.verdict} — {report.reason}", flush=True)
-    retrain, reason = drift.should_retrain(champion is not None, report, rows_since_training, settings)
+    retrain, reason = should_retrain(champion is not None, report, rows_since_training, settings)
 
     result = PipelineResult(
         run_key=run_key, outcome="skipped", reason=reason, batches=pending, new_rows=new_rows,
         rows_ingested=rows_ingested, drift_verdict=report.verdict if report else None,
     )  # fmt: skip
-    with registry.pipeline_run(client, settings, run_key, pending, records) as run:
+    with register.pipeline_run(client, settings, run_key, pending, records) as run:
         result.mlflow_run_id = run.info.run_id
         if report is not None:
-            registry.log_drift(report)
+            register.log_drift(report)
         if retrain:
             print(f"[pipeline] retraining: {reason}", flush=True)
             decision = train_and_decide(client, settings, run_key, records, champion)
@@ -158,7 +149,7 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
             result.model_version, result.metrics = decision.version, decision.metrics
         else:
             print(f"[pipeline] {reason}", flush=True)
-        registry.log_outcome(result.outcome, result.reason)
+        register.log_outcome(result.outcome, result.reason)
     record_result(settings, result)
     return result
 
@@ -216,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"pipeline: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
-    from ray_jobs.pipeline_metrics import record_pipeline_metrics
-
     record_pipeline_metrics(result, rows_ingested=result.rows_ingested, source=source_label(settings))
     summary = {**asdict(result), "seconds": round(time.monotonic() - started, 1)}
     print(f"[pipeline] {result.outcome}: {result.reason}", flush=True)

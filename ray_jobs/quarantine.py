@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from ray_jobs import store
 from ray_jobs.source import Batch, BatchError, fetch_batch
+from rayestate import store
 from rayestate.settings import Settings
 
 PREFIX = "quarantine"
@@ -52,8 +52,7 @@ def quarantine(
     digest = hashlib.sha256(payload).hexdigest()
     entry = QuarantineEntry(digest[:16], reason, source, status_code, len(payload), digest, store.now())
     target = store.open_store(settings)
-    # store._put is the store's one atomic-write primitive (temp + rename locally, one PUT on S3).
-    store._put(target, target.path(f"{PREFIX}/{entry.entry_id}/payload.bin"), payload)
+    store.write_atomic(target, target.path(f"{PREFIX}/{entry.entry_id}/payload.bin"), payload)
     store.put_json(settings, f"{PREFIX}/{entry.entry_id}/reason.json", entry.__dict__)
     return entry
 

@@ -23,11 +23,12 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from rayestate.data_api import EXHAUSTED_DETAIL
 from rayestate.schema import NUMERIC_COLUMNS, RAW_COLUMNS, RAW_SCHEMA, conform_table, read_listings_file
 from rayestate.settings import Settings
 
 API_SOURCE = "api"
+#: What the course API answers (HTTP 400) once it has served every batch of a group and day.
+EXHAUSTED_DETAIL = "Ya se recolectó toda la información mínima necesaria"
 
 
 class BatchError(ValueError):

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+from croniter import croniter
 from pydantic import ValidationError
 
+from rayestate import localstack, pipeline_jobs, services
 from rayestate.settings import Settings, load_settings
 
 UP_PIPELINE_ARGS = ["--tune-samples", "6", "--tune-time-budget", "150"]
@@ -28,80 +28,55 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from rayestate import jobs, stack
-
     settings = _settings(args)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    stack.ensure_ray_token()
-    env = stack.ray_env(settings)
-    record = stack.load_record(settings)
+    localstack.ensure_ray_token()
+    env = localstack.ray_env(settings)
+    record = services.load_record(settings)
     started = record.setdefault("started", {})
 
-    for service in stack.services(settings):
-        pid = stack.start_service(settings, service, env)
+    for service in services.services(settings):
+        pid = services.start_service(settings, service, env)
         if pid:
             started[service.name] = pid
-            stack.save_record(settings, record)
+            services.save_record(settings, record)
 
+    champion = _champion_version(settings)
     if args.no_pipeline:
-        stack.say("pipeline: skipped (--no-pipeline)")
-    elif _champion_version(settings):
-        stack.say(f"pipeline: a champion is already registered (version {_champion_version(settings)}); not re-run")
+        services.say("pipeline: skipped (--no-pipeline)")
+    elif champion:
+        services.say(f"pipeline: a champion is already registered (version {champion}); not re-run")
     else:
-        stack.say("pipeline: submitting one run to the local cluster (ray job); this takes a few minutes")
-        client = jobs.job_client(settings)
-        submission = jobs.submit_pipeline(settings, client, extra_args=UP_PIPELINE_ARGS, working_dir=str(stack.REPO))
-        status = jobs.wait_for_job(client, submission)
+        services.say("pipeline: submitting one run to the local cluster (ray job); this takes a few minutes")
+        client = pipeline_jobs.job_client(settings)
+        submission = pipeline_jobs.submit_pipeline(
+            settings, client, extra_args=UP_PIPELINE_ARGS, working_dir=str(localstack.REPO)
+        )
+        status = pipeline_jobs.wait_for_job(client, submission)
         if status.value != "SUCCEEDED":
-            stack.say(f"pipeline: run {submission} ended {status.value}; see `ray job logs {submission}`")
+            services.say(f"pipeline: run {submission} ended {status.value}; see `ray job logs {submission}`")
             return 1
 
     if not args.no_serve:
-        _deploy_serve(settings, env)
+        ready = services.deploy_serve(settings)
+        services.say(f"serve: ready at {settings.api_url} (model {ready['model_version']} @ {ready['model_alias']})")
         started["serve"] = 0
-        stack.save_record(settings, record)
-        ui = stack.ui_service(settings)
-        pid = stack.start_service(settings, ui, env)
+        services.save_record(settings, record)
+        ui = services.ui_service(settings)
+        pid = services.start_service(settings, ui, env)
         if pid:
             started["ui"] = pid
-            stack.save_record(settings, record)
+            services.save_record(settings, record)
     _print_urls(settings)
     return 0
 
 
 def _champion_version(settings: Settings) -> str | None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    # Imported here: mlflow takes seconds to import and only `up` needs the registry.
+    from rayestate import registry
 
-    try:
-        version = MlflowClient(settings.mlflow_tracking_uri).get_model_version_by_alias(
-            settings.model_name, settings.model_alias
-        )
-        return str(version.version)
-    except MlflowException:
-        return None
-
-
-def _deploy_serve(settings: Settings, env: dict) -> None:
-    from rayestate import stack
-
-    config = stack.REPO / "serve_app" / "serve_config.yaml"
-    stack.say(f"serve: deploying {config.relative_to(stack.REPO)}")
-    subprocess.run(
-        [str(stack.BIN / "serve"), "deploy", str(config), "-a", settings.ray_dashboard_url], check=True, env=env
-    )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            ready = httpx.get(f"{settings.api_url}/ready", timeout=2)
-            if ready.status_code == 200:
-                body = ready.json()
-                stack.say(f"serve: ready at {settings.api_url} (model {body['model_version']} @ {body['model_alias']})")
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise RuntimeError(f"Serve app did not become ready at {settings.api_url}/ready in 300s; try `serve status`")
+    champion = registry.champion(registry.connect(settings), settings)
+    return champion.version if champion else None
 
 
 def _print_urls(settings: Settings) -> None:
@@ -119,20 +94,16 @@ def _print_urls(settings: Settings) -> None:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from rayestate import stack
-
     settings = _settings(args)
-    if not stack.stop_recorded(settings):
-        stack.say("nothing that `make up` started is running")
+    if not services.stop_recorded(settings):
+        services.say("nothing that `make up` started is running")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rayestate import stack
-
     settings = _settings(args)
-    started = stack.load_record(settings).get("started", {})
-    rows = [*stack.services(settings), stack.ui_service(settings)]
+    started = services.load_record(settings).get("started", {})
+    rows = [*services.services(settings), services.ui_service(settings)]
     for service in rows:
         state = "running" if service.healthy() else "stopped"
         owner = " (started by make up)" if service.name in started else ""
@@ -151,7 +122,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_data_api(args: argparse.Namespace) -> int:
-    from rayestate.data_api import run_data_api
+    # Imported here: the stand-in data API (and its synthetic market) is only needed by this command.
+    from rayestate.devstack.data_api import run_data_api
 
     settings = _settings(args)
     run_data_api(settings, dataset_path=args.dataset, port=args.port, host=args.host, mode=args.mode)
@@ -159,16 +131,13 @@ def cmd_data_api(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from rayestate import jobs
-
     settings = _settings(args)
-    every = jobs.parse_every(args.every) if args.every else None
-    if args.cron:
-        from croniter import croniter
-
-        if not croniter.is_valid(args.cron):
-            raise ValueError(f"--cron {args.cron!r} is not a valid cron expression")
-    jobs.schedule_loop(settings, every=every, cron=args.cron, extra_args=args.pipeline_args, max_ticks=args.max_ticks)
+    every = pipeline_jobs.parse_every(args.every) if args.every else None
+    if args.cron and not croniter.is_valid(args.cron):
+        raise ValueError(f"--cron {args.cron!r} is not a valid cron expression")
+    pipeline_jobs.schedule_loop(
+        settings, every=every, cron=args.cron, extra_args=args.pipeline_args, max_ticks=args.max_ticks
+    )
     return 0
 
 

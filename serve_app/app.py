@@ -24,14 +24,12 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from ray_jobs.inference_log import InferenceLogWriter
+from rayestate.api import BatchResponse, ExplainResponse, ModelReport, PredictResponse
+from rayestate.inference_log import InferenceLogWriter
 from rayestate.schema import Listing
 from rayestate.settings import Settings, load_settings
 from serve_app.contract import (
     BATCH_OPENAPI,
-    BatchResponse,
-    ExplainResponse,
-    PredictResponse,
     batch_rows,
     field_errors,
     listing_columns,
@@ -42,10 +40,10 @@ from serve_app.contract import (
 from serve_app.deployments import Explainer, Predictor
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
 from serve_app.metrics import api_metrics
-from serve_app.model_card import model_card
+from serve_app.model_report import model_report, unavailable_report
 from serve_app.served_model import fail_fast_mlflow
 
-MODEL_CARD_TTL_S = 5.0
+MODEL_REPORT_TTL_S = 5.0
 STATUS_TIMEOUT_S = 10.0
 #: A model call that takes longer means no replica can take it (none loaded, all gone): say so.
 MODEL_CALL_TIMEOUT_S = 60.0
@@ -119,7 +117,7 @@ class Api:
         self._predictor = predictor
         self._explainer = explainer
         self._settings = settings
-        self._card = None  # (monotonic time, card)
+        self._report = None  # (monotonic time, ModelReport)
         fail_fast_mlflow()  # /model reads the registry: a down MLflow must answer fast, not after retries
         set_max_body_bytes(settings.max_request_bytes)
         self._batch_chunk_rows = DEFAULT_BATCH_CHUNK_ROWS
@@ -296,24 +294,20 @@ class Api:
         parts = await self._statuses("reload", MODEL_CALL_TIMEOUT_S)  # may download a new model
         return {"model_version": parts["predictor"].get("model_version"), **parts}
 
-    @api.get("/model", summary="Champion version, run, metrics, promotion history and drift reports")
-    async def model(self) -> dict:
+    @api.get(
+        "/model", response_model=ModelReport, summary="Champion version, run, metrics, promotion history, drift reports"
+    )
+    async def model(self) -> ModelReport:
         now = time.monotonic()
-        if self._card and now - self._card[0] < MODEL_CARD_TTL_S:
-            return self._card[1]
+        if self._report and now - self._report[0] < MODEL_REPORT_TTL_S:
+            return self._report[1]
         served = (await self._statuses("status"))["predictor"]
         try:
-            card = await asyncio.to_thread(model_card, self._settings, served)
+            report = await asyncio.to_thread(model_report, self._settings, served)
         except Exception as exc:
-            return {
-                "model_name": self._settings.model_name,
-                "model_alias": self._settings.model_alias,
-                "registry_available": False,
-                "registry_error": f"{type(exc).__name__}: {exc}"[:300],
-                "served": served,
-            }
-        self._card = (now, card)
-        return card
+            return unavailable_report(self._settings, served, exc)
+        self._report = (now, report)
+        return report
 
 
 def build_app(args: dict | None = None):

@@ -1,13 +1,13 @@
-"""The HTTP contract's bodies (request and response models) and the JSON shape of errors.
+"""Reading request bodies as the HTTP contract defines them, and the JSON shape of errors.
 
-The request listing itself is :class:`rayestate.schema.Listing`, shared with the UI and jobs.
-Field names here are public API: the UI and users depend on them.
+The answers are defined once in :mod:`rayestate.api` (the UI reads them too); the request
+listing is :class:`rayestate.schema.Listing`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
@@ -16,14 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from rayestate.schema import Listing
 
 LISTINGS = TypeAdapter(list[Listing])
-
-
-class PredictResponse(BaseModel):
-    price: float = Field(description="Predicted price in US dollars")
-    model_version: str
-    model_alias: str
-    request_id: str
-    warnings: list[str] = Field(description="What the model could not use as given (e.g. an unseen zip code)")
 
 
 BATCH_LISTINGS_DESCRIPTION = "Listings to price (each one a Listing object); rows are validated one by one"
@@ -51,59 +43,6 @@ def _openapi_body(model: type[BaseModel]) -> dict:
 
 #: /predict/batch reads its body itself (see valid_batch), so its OpenAPI body is declared here.
 BATCH_OPENAPI = _openapi_body(_ValidBatch)
-
-
-class FieldError(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
-
-
-class RowError(BaseModel):
-    index: int = Field(description="Position of the bad listing in the request")
-    detail: list[FieldError]
-
-
-class RowWarnings(BaseModel):
-    index: int
-    warnings: list[str]
-
-
-class BatchResponse(BaseModel):
-    prices: list[float | None] = Field(description="One price per listing, null where the listing was rejected")
-    errors: list[RowError] = Field(description="Rejected listings by index; the other rows are still priced")
-    warnings: list[RowWarnings]
-    model_version: str | None
-    model_alias: str
-    request_id: str
-
-
-class Contribution(BaseModel):
-    feature: str
-    label: str
-    value: float | str | None = Field(description="The feature's value as the model saw it")
-    shap: float = Field(description="Exact TreeSHAP value in log-price space")
-
-
-class DollarEffect(BaseModel):
-    feature: str
-    label: str
-    dollars: float = Field(description="Share of price - base_price; these add up exactly to it")
-    factor: float = Field(description="exp(shap): the feature's exact multiplicative effect on the price")
-
-
-class ExplainResponse(BaseModel):
-    price: float
-    log_price: float = Field(description="The model's output; equals base_value + sum(shap)")
-    base_value: float = Field(description="Expected log price over the training data (SHAP base value)")
-    base_price: float = Field(description="exp(base_value), the dollar starting point of dollar_effects")
-    output_space: Literal["log_price"]
-    contributions: list[Contribution]
-    dollar_effects: list[DollarEffect]
-    model_version: str
-    model_alias: str
-    request_id: str
-    warnings: list[str]
 
 
 def field_errors(exc: ValidationError | Any, *, drop_prefix: int = 0) -> list[dict]:

@@ -4,9 +4,6 @@ Explaining (TreeSHAP) costs far more than predicting, so they are separate deplo
 their own replicas, autoscaling and batch sizes (all set in serve_config.yaml). Both batch
 concurrent single-listing requests with ``@serve.batch``: the feature transform costs about
 the same for 1 row as for 32, so batching is where the throughput comes from.
-
-The model source is injected (``model_loader``, default: the MLflow registry by alias), so
-tests can build these classes without MLflow.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from ray import serve
 from rayestate.settings import Settings
 from serve_app.inference import explain_rows, predict_rows
 from serve_app.metrics import reload_counter
-from serve_app.served_model import MlflowModelSource, ModelLoader, ServedModel
+from serve_app.served_model import MlflowModelSource, ServedModel
 
 logger = logging.getLogger("ray.serve")
 
@@ -49,10 +46,10 @@ class ModelReplica:
 
     batch_method = ""
 
-    async def __init__(self, settings: Settings, model_loader: ModelLoader = MlflowModelSource):
+    async def __init__(self, settings: Settings):
         self._settings = settings
         self._poll_s = settings.reload_poll_s
-        self._served = ServedModel(model_loader(settings), on_swap=self._count_swap)
+        self._served = ServedModel(MlflowModelSource(settings), on_swap=self._count_swap)
         await self._served.wait_until_loaded(timeout_s=settings.model_load_timeout_s)
         self._watcher = asyncio.get_running_loop().create_task(self._served.poll(lambda: self._poll_s))
 

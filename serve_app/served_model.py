@@ -20,7 +20,7 @@ from typing import Protocol
 from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
-from rayestate.mlflow_model import LoadedModel, load_model_version
+from rayestate.model_io import LoadedModel, load_model_version
 from rayestate.settings import Settings
 from serve_app.inference import XGB_THREADS
 
@@ -45,8 +45,6 @@ class ModelSource(Protocol):
 
     def load(self, version: str) -> LoadedModel: ...
 
-
-ModelLoader = Callable[[Settings], ModelSource]
 
 
 def fail_fast_mlflow() -> None:

@@ -1,113 +1,77 @@
-"""Shared fixtures: one real local Ray cluster and one real MLflow server for the whole run.
+"""Fixtures every tier shares: one real local Ray cluster and one real MLflow server per test run.
 
 Ray's own processes take CPU on a 2-core machine, so every test that needs Ray shares the
-session cluster instead of starting its own.
+session cluster instead of starting its own. Parts from outside the repository (the real data,
+chromium, the CRD schemas) go through tests.support.parts: missing means skipped locally and
+failed where RAYESTATE_REQUIRE promises the part (CI).
+
+Tests live in tiers, by folder: unit/, integration/ (the real local stack), data/ (the real
+sample), browser/ (headless Chromium). Each folder's conftest.py marks its tests.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
+from rayestate.localstack import REPO, MlflowServer, free_port, init_local_ray, wait_ready
 from rayestate.settings import Settings
+from tests.support.champion import Champion, make_sample_champion
+from tests.support.parts import missing
+from tests.support.serve import serve_test_config
+from tests.support.servers import AppServer
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RAYESTATE_SHARED_DIR", REPO.parent / "shared"))
-BIN = Path(sys.executable).parent
+SCHEMAS = SHARED / "schemas"
+TEST_MODEL_NAME = "rayestate-price-test"
+# Throwaway credentials for the local moto server only; they grant nothing anywhere else.
+MOTO_KEY, MOTO_SECRET = "moto-test-key", "moto-test-secret"
 
 # Token auth stays on in tests too; ray.init() generates the token for a local cluster.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# --- parts from outside the repository ------------------------------------------------------------
 
 
-def wait_http(url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    """Poll url until it answers 2xx, failing early if the serving process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process serving {url} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).is_success:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-def last_json_line(output: str) -> dict:
-    """The last line of a job's output that is a JSON object (Ray interleaves worker log lines)."""
-    for line in reversed(output.strip().splitlines()):
-        if line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                return json.loads(line)
-    raise AssertionError(f"no JSON summary line in the output:\n{output[-3000:]}")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextlib.contextmanager
-def running_server(command: list[str], health_url: str, log_path: Path, *, env: dict | None = None, timeout=120.0):
-    """Start `command` (own session, output to log_path), wait until health_url answers 2xx, stop it after."""
-    with Path(log_path).open("w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_http(health_url, timeout=timeout, process=process)
-            yield process
-        finally:
-            stop_process(process)
-
-
-# --- real data under ../shared ---------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"real data not available: {SHARED} is absent")
-    return SHARED
-
-
-@pytest.fixture(scope="session")
-def realtor_sample(shared_dir) -> Path:
-    path = shared_dir / "data" / "realtor" / "realtor.parquet"
+def shared_file(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
     if not path.is_file():
-        pytest.skip(f"real sample not available: {path} is absent")
+        missing("data", f"{path} is absent (the real samples live in ../shared/data)")
     return path
 
 
 @pytest.fixture(scope="session")
-def api_batch(shared_dir) -> Path:
-    path = shared_dir / "data" / "api" / "batch_group1_tuesday_3.csv"
-    if not path.is_file():
-        pytest.skip(f"real API batch not available: {path} is absent")
+def realtor_sample() -> Path:
+    return shared_file("data", "realtor", "realtor.parquet")
+
+
+@pytest.fixture(scope="session")
+def api_batch() -> Path:
+    return shared_file("data", "api", "batch_group1_tuesday_3.csv")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        missing("browser", "Debian's chromium is not installed (`make test` installs it as root)")
     return path
 
 
-# --- the real local stack --------------------------------------------------------------
+@pytest.fixture(scope="session")
+def crd_schemas() -> Path:
+    if not SCHEMAS.is_dir():
+        missing("schemas", f"{SCHEMAS} is absent (the vendored KubeRay and Argo CD CRDs)")
+    return SCHEMAS
+
+
+# --- the real local stack --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -115,17 +79,7 @@ def ray_cluster():
     """One real local Ray cluster (token auth on) with its dashboard / Job API on loopback."""
     import ray
 
-    dashboard_port = free_port()
-    context = ray.init(
-        address="local",
-        num_cpus=2,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=dashboard_port,
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    context = init_local_ray(num_cpus=2, configure_logging=False)
     try:
         yield context
     finally:
@@ -146,17 +100,8 @@ def dashboard_url(ray_cluster) -> str:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server (SQLite backend, served artifacts) on a free loopback port."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    command = [
-        str(BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{uri}/health", root / "server.log"):
-        yield uri
+    with MlflowServer(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server.uri
 
 
 @pytest.fixture
@@ -165,16 +110,86 @@ def settings(tmp_path) -> Settings:
     return Settings(state_dir=tmp_path / "state", mlflow_experiment=f"test-{tmp_path.name}")
 
 
+# --- the data side: an S3-compatible server (moto) and the stand-in data API -------------------------
+
+
 @pytest.fixture(scope="session")
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("Debian chromium is not installed (make test installs it as root)")
-    return path
+def s3_server():
+    """moto's standalone S3-compatible server (real HTTP) on a free loopback port; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
 
 
-# --- the data side: S3-compatible server (moto), data API servers, fault-injecting proxy -----
-from data_fixtures import data_api_factory, s3_server, s3_settings  # noqa: E402, F401
+@pytest.fixture
+def s3_settings(s3_server, tmp_path) -> Settings:
+    """Settings whose store is a fresh bucket (s3://<bucket>/store) on the moto server."""
+    import boto3
 
-# --- the Serve app (champion + running deployment), shared by the Serve and UI tests ---------
-from serve_fixtures import champion, serve_app_url, serve_http_port, serve_state_dir  # noqa: E402, F401
+    bucket = f"rayestate-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3", endpoint_url=s3_server, aws_access_key_id=MOTO_KEY, aws_secret_access_key=MOTO_SECRET,
+        region_name="us-east-1",
+    ).create_bucket(Bucket=bucket)  # fmt: skip
+    return Settings(
+        state_dir=tmp_path / "state",
+        store_uri=f"s3://{bucket}/store",
+        s3_endpoint_url=s3_server,
+        aws_access_key_id=MOTO_KEY,
+        aws_secret_access_key=MOTO_SECRET,
+    )
+
+
+@pytest.fixture
+def data_api_factory(tmp_path) -> Callable[..., AppServer]:
+    """Build a stand-in data API (real server in a thread); its state goes to tmp_path/<state_name>."""
+    from rayestate.devstack.data_api import create_data_api
+
+    def make(dataset=None, *, mode="course", state_name="state.json", **kwargs) -> AppServer:
+        kwargs.setdefault("synthetic_rows", 20_000)
+        kwargs.setdefault("batch_rows", 2_000)
+        return AppServer(create_data_api(dataset, Path(tmp_path) / state_name, mode, **kwargs))
+
+    return make
+
+
+# --- the Serve app (a registered champion and the running deployment) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def champion(mlflow_server) -> Champion:
+    """A small champion trained on synthetic listings, registered as a pipeline run registers one."""
+    return make_sample_champion(mlflow_server, TEST_MODEL_NAME)
+
+
+@pytest.fixture(scope="session")
+def serve_http_port(ray_cluster) -> int:
+    """Serve's HTTP proxy on a free loopback port (one Serve instance per session cluster)."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+@pytest.fixture(scope="session")
+def serve_state_dir(tmp_path_factory) -> Path:
+    """The Serve app's state dir (its data store: drift reports and the inference log)."""
+    return tmp_path_factory.mktemp("serve-state")
+
+
+@pytest.fixture(scope="session")
+def serve_app_url(serve_http_port, dashboard_url, champion, serve_state_dir) -> str:
+    """Base URL of the running Ray Estate Serve app, serving `champion` from the test MLflow."""
+    from rayestate.localstack import deploy_serve
+
+    deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
+    url = f"http://127.0.0.1:{serve_http_port}"
+    wait_ready(url, timeout=240)
+    return url

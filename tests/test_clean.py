@@ -7,12 +7,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from ray_jobs import store
 from ray_jobs.clean import DUPLICATE_RULE, REMOVAL_RULES, clean_batch, clean_table_pandas
 from ray_jobs.ingest import ingest_batch
 from ray_jobs.source import Batch, read_file_batches
+from rayestate import store
+from rayestate.devstack.synthetic import generate_table
 from rayestate.schema import RAW_SCHEMA
-from rayestate.synthetic import generate_table
 
 EXPECTED_REMOVED = dict.fromkeys((*REMOVAL_RULES, DUPLICATE_RULE), 1)
 EXPECTED_REPAIRED = {"zip_invalid": 1, "zip_state_mismatch": 1, "prev_sold_date_invalid": 2}

@@ -9,11 +9,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import BIN, free_port, stop_process, wait_http
 
-from rayestate.data_api import COURSE_SLICES, EXHAUSTED_DETAIL
+from rayestate.devstack.data_api import COURSE_SLICES, EXHAUSTED_DETAIL
+from rayestate.devstack.synthetic import generate_listings
+from rayestate.localstack import BIN, free_port, stop_process, wait_http
 from rayestate.schema import RAW_COLUMNS
-from rayestate.synthetic import generate_listings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 G1 = {"group_number": 1, "day": "Tuesday"}

@@ -9,7 +9,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
@@ -23,9 +22,10 @@ from ray_jobs.drift import (
     save_drift_report,
     should_retrain,
 )
+from rayestate.devstack.synthetic import generate_listings
+from rayestate.localstack import free_port
 from rayestate.schema import SchemaError
 from rayestate.settings import Settings
-from rayestate.synthetic import generate_listings
 
 
 @pytest.fixture(scope="module")

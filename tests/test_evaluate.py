@@ -6,16 +6,17 @@ import math
 
 import numpy as np
 import pytest
-from training_helpers import clean_listings, make_model
 
-from ray_jobs.evaluate import compare, evaluate, paired_error_difference
+from ray_jobs.decide import compare, paired_error_difference
+from ray_jobs.evaluate import evaluate
 from ray_jobs.split import split_frame
 from rayestate.settings import Settings
+from tests.support.models import make_model, sample_listings
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return split_frame(clean_listings(8000, seed=11))
+    return split_frame(sample_listings(8000, seed=11))
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import BIN, REPO, free_port, last_json_line, stop_process, wait_http
-from data_fixtures import FaultProxy
 from mlflow.tracking import MlflowClient
-from serve_fixtures import serve_test_config
+from serve_app.sample_model import register_champion, synthetic_listings, train_price_model
 from test_serve_lifecycle import LISTING, LoadGenerator, wait_for_version
 
-from ray_jobs import store
 from ray_jobs.quarantine import QuarantinedBatch, fetch_batch_or_quarantine, list_quarantine, read_payload
 from ray_jobs.source import BatchError, DataAPIUnavailable
+from rayestate import store
+from rayestate.devstack.synthetic import generate_listings
+from rayestate.localstack import BIN, REPO, deploy_serve, free_port, stop_process, wait_http, wait_ready
 from rayestate.schema import RAW_COLUMNS, SchemaError
-from rayestate.synthetic import generate_listings
-from serve_app.deploy import deploy_config, wait_ready
-from serve_app.sample_model import register_champion, synthetic_listings, train_price_model
+from tests.support.jobs import last_json_line
+from tests.support.serve import serve_test_config
+from tests.support.servers import FaultProxy
 
 #: Requests that may fail when a replica is killed under load: at most the ones it held at that
 #: moment (the load below keeps at most CLIENTS in flight). The ingress resends a call whose replica
@@ -132,7 +132,7 @@ def test_serving_rides_out_an_mlflow_outage_and_follows_the_registry_again_after
     try:
         frame = synthetic_listings(1500, seed=12)
         first = register_champion(mlflow.uri, train_price_model(frame, rounds=20), frame, name="outage2-model")
-        deploy_config(dashboard_url, config_with)
+        deploy_serve(dashboard_url, config_with)
         url = f"{serve_app_url}/outage2"
         assert wait_ready(url)["model_version"] == first
 
@@ -152,7 +152,7 @@ def test_serving_rides_out_an_mlflow_outage_and_follows_the_registry_again_after
         versions = Counter(version for _, _, _, version in load.results)
         assert versions[first] > 0 and versions[second] > 0
     finally:
-        deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
+        deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
         mlflow.stop()
     assert httpx.post(f"{serve_app_url}/predict", json=LISTING, timeout=60).status_code == 200
 
@@ -377,7 +377,7 @@ def test_overload_is_shed_with_json_503s_and_nothing_hangs(
             deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
             deployment["user_config"]["max_batch_size"] = 1
     try:
-        deploy_config(dashboard_url, config)
+        deploy_serve(dashboard_url, config)
         url = f"{serve_app_url}/tiny"
         wait_ready(url)
 
@@ -388,7 +388,7 @@ def test_overload_is_shed_with_json_503s_and_nothing_hangs(
         with concurrent.futures.ThreadPoolExecutor(24) as pool:
             answers = list(pool.map(explain, range(24)))
     finally:
-        deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
+        deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
     statuses = Counter(status for status, _, _ in answers)
     assert set(statuses) <= {200, 503} and statuses[503] > 0 and statuses[200] >= 2, statuses
     for status, content_type, text in answers:

@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
+from rayestate.devstack.synthetic import generate_listings
 from rayestate.features import FeatureTransform, KeyTable, ListingKeys
-from rayestate.synthetic import generate_listings
 
 
 def test_overflowing_ratios_become_missing_not_inf():

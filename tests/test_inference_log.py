@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import last_json_line
 
-from ray_jobs import store
-from ray_jobs.inference_log import InferenceLogWriter, read_inference_log
 from ray_jobs.live_drift import parse_since
+from rayestate import store
+from rayestate.devstack.synthetic import generate_listings
+from rayestate.inference_log import InferenceLogWriter, read_inference_log
 from rayestate.schema import RAW_COLUMNS, conform_table
-from rayestate.synthetic import generate_listings
+from tests.support.jobs import last_json_line
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,8 +107,8 @@ def test_since_parsing():
 def test_the_serve_app_logs_what_it_answered(serve_app_url, serve_state_dir):
     import httpx
 
+    from rayestate.localstack import wait_ready
     from rayestate.settings import Settings
-    from serve_app.deploy import wait_ready
 
     wait_ready(serve_app_url)
     marker = 4321.0  # a house size no other test sends, to find these rows among the others

@@ -395,7 +395,7 @@ def test_rayjob_entrypoint_runs_through_ray_job_submit(dashboard_url, mlflow_ser
     """`ray job submit` the exact entrypoint string of the RayJob manifest, with tiny budgets."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from rayestate.jobs import WORKING_DIR_EXCLUDES
+    from rayestate.pipeline_jobs import WORKING_DIR_EXCLUDES
 
     entrypoint = one("kuberay/ray-job.pipeline.yaml")["spec"]["entrypoint"]
     env = {

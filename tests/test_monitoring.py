@@ -11,7 +11,8 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from data_fixtures import FaultProxy
+
+from tests.support.servers import FaultProxy
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "kuberay/monitoring/rayestate-dashboard.json"
@@ -79,7 +80,7 @@ def test_the_pipeline_entry_point_counts_its_run(ray_cluster, mlflow_server, tmp
     """`python -m ray_jobs.pipeline`'s main() records the run's outcome; here the data API (a loopback
     stand-in answering the course API's 'exhausted' 400) has nothing new."""
     from ray_jobs import pipeline
-    from rayestate.data_api import EXHAUSTED_DETAIL
+    from rayestate.devstack.data_api import EXHAUSTED_DETAIL
 
     port = ray_cluster.address_info["metrics_export_port"]
     before = metric_value(

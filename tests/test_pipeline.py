@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ray_jobs import pipeline, registry, store
+from ray_jobs import pipeline
 from ray_jobs.drift import load_drift_history
-from rayestate.synthetic import generate_listings
+from rayestate import registry, store
+from rayestate.devstack.synthetic import generate_listings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 BATCH_ROWS = 3000

@@ -6,22 +6,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, free_port, stop_process, wait_http
 from mlflow.tracking import MlflowClient
-from training_helpers import clean_listings, make_model
+from rayestate.mlflow_model import load_model_by_alias
 
 from ray_jobs import registry
+from ray_jobs.challenger import register_and_decide
 from ray_jobs.split import split_frame
-from ray_jobs.train import register_and_decide
-from rayestate.mlflow_model import load_model_by_alias
+from rayestate.localstack import BIN, free_port, stop_process, wait_http
 from rayestate.settings import Settings
+from tests.support.models import make_model, sample_listings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return split_frame(clean_listings(6000, seed=21))
+    return split_frame(sample_listings(6000, seed=21))
 
 
 @pytest.fixture(scope="module")

@@ -148,8 +148,9 @@ def _flag(argv: list[str], flag: str) -> str:
 
 
 def test_local_stack_services_bind_loopback_by_default(default_settings):
-    from rayestate.cli import build_parser
     from rayestate.stack import services, ui_service
+
+    from rayestate.cli import build_parser
 
     assert default_settings.bind_host == LOOPBACK
     by_name = {s.name: s for s in [*services(default_settings), ui_service(default_settings)]}

@@ -161,9 +161,10 @@ def test_health_and_ready(api, champion):
 
 
 def test_model_card_reads_the_registry_and_drift_reports(api, champion, serve_state_dir):
+    from serve_app.sample_model import synthetic_listings
+
     from ray_jobs.drift import drift_report, save_drift_report
     from rayestate.settings import Settings
-    from serve_app.sample_model import synthetic_listings
 
     store = Settings(state_dir=serve_state_dir)
     shifted = synthetic_listings(800, seed=4).assign(house_size=lambda d: d["house_size"] * 1.6)
@@ -202,9 +203,9 @@ def test_unknown_routes_and_methods_are_json_errors(api):
 def test_autoscaling_config_is_deployed_as_configured(dashboard_url, serve_app_url):
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-    from serve_app.deploy import load_config
+    from rayestate.localstack import load_serve_config
 
-    wanted = {d["name"]: d for d in load_config()["applications"][0]["deployments"]}
+    wanted = {d["name"]: d for d in load_serve_config()["applications"][0]["deployments"]}
     details = ServeSubmissionClient(dashboard_url).get_serve_details()
     deployments = details["applications"]["rayestate"]["deployments"]
     for name, spec in wanted.items():

@@ -9,12 +9,11 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from conftest import BIN, free_port, running_server, stop_process
 from mlflow.tracking import MlflowClient
-from serve_fixtures import serve_test_config
-
-from serve_app.deploy import deploy_config, wait_ready
 from serve_app.sample_model import register_champion, synthetic_listings, train_price_model
+
+from rayestate.localstack import BIN, deploy_serve, free_port, running, stop_process, wait_ready
+from tests.support.serve import serve_test_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -122,7 +121,7 @@ def own_mlflow_server(tmp_path):
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{uri}/health", tmp_path / "mlflow.log") as process:
+    with running(command, f"{uri}/health", tmp_path / "mlflow.log") as process:
         yield uri, process
 
 
@@ -145,7 +144,7 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
         for app in config["applications"][1:]:  # one replica each is enough here; spare the 2 cores
             for deployment in app["deployments"]:
                 deployment["autoscaling_config"]["min_replicas"] = 1
-        deploy_config(dashboard_url, config)
+        deploy_serve(dashboard_url, config)
         try:
             outage_url = f"{serve_app_url}/outage"
             assert wait_ready(outage_url)["model_version"] == version
@@ -177,6 +176,6 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
             assert status.status != "RUNNING"
             assert status.deployments["Predictor"].status != "HEALTHY"
         finally:
-            deploy_config(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
+            deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
     # the main app was never disturbed
     assert httpx.post(f"{serve_app_url}/predict", json=LISTING, timeout=60).status_code == 200

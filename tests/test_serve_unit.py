@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
-
 from rayestate.mlflow_model import LoadedModel
+from serve_app.sample_model import synthetic_listings, train_price_model
+
+from rayestate.localstack import adapt_serve_config, load_serve_config
 from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, Listing
 from serve_app.contract import (
     BatchRequest,
@@ -29,10 +31,8 @@ from serve_app.contract import (
     valid_batch,
     validate_listings,
 )
-from serve_app.deploy import adapt_config, load_config
 from serve_app.http_guard import endpoint_label
 from serve_app.inference import dollar_effects, explain_rows, predict_rows
-from serve_app.sample_model import synthetic_listings, train_price_model
 from serve_app.served_model import ServedModel
 
 LISTING = {"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas", "city": "Austin"}
@@ -307,7 +307,7 @@ def test_a_replica_that_cannot_load_any_model_fails_to_start():
 
 
 def test_serve_config_is_a_valid_deploy_config_with_autoscaling_everywhere():
-    config = ServeDeploySchema.model_validate(load_config())
+    config = ServeDeploySchema.model_validate(load_serve_config())
     (app,) = config.applications
     assert app.import_path == "serve_app.app:build_app"
     assert app.args["model_alias"] == "champion"
@@ -324,14 +324,14 @@ def test_builder_args_are_settings_and_the_graph_builds():
     from rayestate.settings import Settings
     from serve_app.app import build_app
 
-    args = load_config()["applications"][0]["args"]
+    args = load_serve_config()["applications"][0]["args"]
     Settings(**args)  # every arg is a known, valid setting
     assert build_app(args) is not None
 
 
 def test_adapted_config_only_changes_what_it_is_asked_to():
-    original = load_config()
-    adapted = adapt_config(original, port=1234, args={"model_name": "x"}, extra_apps={"down": {"model_name": "y"}})
+    original = load_serve_config()
+    adapted = adapt_serve_config(original, port=1234, args={"model_name": "x"}, extra_apps={"down": {"model_name": "y"}})
     assert adapted["http_options"]["port"] == 1234
     assert [a["route_prefix"] for a in adapted["applications"]] == ["/", "/down"]
     assert adapted["applications"][1]["args"]["model_name"] == "y"

@@ -11,12 +11,12 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import free_port
-from data_fixtures import FaultProxy
 
 from ray_jobs.source import BatchError, DataAPIUnavailable, fetch_batch, file_source_id, parse_batch, read_file_batches
+from rayestate.devstack.synthetic import generate_listings, generate_table
+from rayestate.localstack import free_port
 from rayestate.schema import RAW_COLUMNS, RAW_SCHEMA
-from rayestate.synthetic import generate_listings, generate_table
+from tests.support.servers import FaultProxy
 
 HEADER = {"group_number": 1, "day": "Tuesday", "batch_number": 1}
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ray_jobs.split import assign_splits, row_keys, split_frame
-from rayestate.synthetic import generate_listings
+from rayestate.devstack.synthetic import generate_listings
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from rayestate.stack import DASHBOARD_PORT, RAY_PORT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ray_jobs import store
 from ray_jobs.ingest import BatchConflictError, ingest_batch
 from ray_jobs.source import Batch
-from rayestate.stack import settings_env
-from rayestate.synthetic import generate_table
+from rayestate import store
+from rayestate.devstack.synthetic import generate_table
+from rayestate.localstack import settings_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -49,7 +49,8 @@ def test_ingest_as_a_ray_task_publishes_a_readable_batch(ray_cluster, store_sett
 
 def test_s3_layout(ray_cluster, s3_settings):
     import boto3
-    from data_fixtures import MOTO_KEY, MOTO_SECRET
+
+    from tests.support.servers import MOTO_KEY, MOTO_SECRET
 
     record = ingest_batch(s3_settings, make_batch())
     bucket = s3_settings.store_uri.removeprefix("s3://").split("/")[0]
@@ -75,8 +76,9 @@ CRASHING_INGEST = textwrap.dedent(
     """
     import os
     from rayestate.settings import Settings
-    from rayestate.synthetic import generate_table
-    from ray_jobs import ingest, store
+    from rayestate.devstack.synthetic import generate_table
+    from ray_jobs import ingest
+from rayestate import store
     from ray_jobs.source import Batch
 
     def crash(*args, **kwargs):

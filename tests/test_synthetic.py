@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rayestate.devstack.synthetic import LOG_SQFT, PER_BATH, PER_BED, generate_listings, generate_table
 from rayestate.geography import zip_matches_state
 from rayestate.schema import RAW_COLUMNS, RAW_SCHEMA, STATES
-from rayestate.synthetic import LOG_SQFT, PER_BATH, PER_BED, generate_listings, generate_table
 
 # Figures quoted from the README of the real 100k-row sample.
 REAL_STATUS = {"for_sale": 0.6221, "sold": 0.3665, "ready_to_build": 0.0114}

@@ -7,18 +7,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from training_helpers import clean_listings
 
-from ray_jobs import registry, store
+from ray_jobs.challenger import train_and_decide
 from ray_jobs.split import split_frame
-from ray_jobs.train import train_and_decide
 from ray_jobs.tune import DEFAULT_CONFIG, METRIC, XGBOOST_DEFAULTS, fit_untuned, refit, tune_model
+from rayestate import registry, store
 from rayestate.schema import conform_table
 from rayestate.settings import Settings
+from tests.support.models import sample_listings
 
 
 def test_untuned_baseline_early_stops_and_refits():
-    splits = split_frame(clean_listings(3000, seed=41))
+    splits = split_frame(sample_listings(3000, seed=41))
     model, result = fit_untuned(splits.train, splits.valid)
     assert 1 <= result.best_rounds < 3000 and model.meta["rounds"] == result.best_rounds
     assert model.boosters[0].num_boosted_rounds() == result.best_rounds
@@ -28,7 +28,7 @@ def test_untuned_baseline_early_stops_and_refits():
 @pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_search_logs_each_trial_as_a_nested_run_and_refits(ray_cluster, mlflow_server, tmp_path):
-    splits = split_frame(clean_listings(3000, seed=42))
+    splits = split_frame(sample_listings(3000, seed=42))
     settings = Settings(
         state_dir=tmp_path / "state", mlflow_tracking_uri=mlflow_server, mlflow_experiment=f"tune-{tmp_path.name}",
         tune_num_samples=3, tune_time_budget_s=600, seed=5,
@@ -73,7 +73,7 @@ def test_a_training_round_registers_once_per_run_key(ray_cluster, mlflow_server,
         state_dir=tmp_path / "state", mlflow_tracking_uri=mlflow_server, mlflow_experiment=f"round-{tmp_path.name}",
         model_name=f"round-{tmp_path.name}", tune_num_samples=1, tune_time_budget_s=600, bootstrap_samples=200,
     )  # fmt: skip
-    table = conform_table(pa.Table.from_pandas(clean_listings(2500, seed=43), preserve_index=False))
+    table = conform_table(pa.Table.from_pandas(sample_listings(2500, seed=43), preserve_index=False))
     record = store.CleanRecord(
         batch_id="test-1", source="test", group_number=1, day="Tuesday", batch_number=1, rows=table.num_rows,
         sha256=store.content_sha256(table), fetched_at=store.now(),
@@ -96,7 +96,7 @@ def test_a_training_round_registers_once_per_run_key(ray_cluster, mlflow_server,
 def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(tmp_path):
     from rayestate.model import PriceModel
 
-    splits = split_frame(clean_listings(3000, seed=43))
+    splits = split_frame(sample_listings(3000, seed=43))
     _, plain = fit_untuned(splits.train, splits.valid)
     together = pd.concat([splits.train, splits.valid])
     assert len(refit(together, plain, seed=3, bag_size=2).boosters) == 1  # no sampling: seeds change nothing

@@ -17,9 +17,9 @@ import httpx
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import free_port
 from streamlit.testing.v1 import AppTest
 
+from rayestate.localstack import free_port
 from ui.charts import money
 from ui.listings import DEFAULT_LISTING
 
@@ -215,8 +215,8 @@ def test_models_page_shows_the_champion_and_its_history(ui, serve_app_url, champ
 
 def _shifted_report(shift: float) -> dict:
     from ray_jobs.drift import drift_report
+    from rayestate.devstack.synthetic import generate_listings
     from rayestate.settings import Settings
-    from rayestate.synthetic import generate_listings
 
     reference, current = generate_listings(5000, seed=1), generate_listings(5000, seed=2)
     return drift_report(reference, current.assign(house_size=current["house_size"] * shift), Settings())
@@ -225,8 +225,8 @@ def _shifted_report(shift: float) -> dict:
 @pytest.fixture
 def served_drift_report(serve_app_url, serve_state_dir):
     """A real drift report published where the Serve app reads them; removed afterwards."""
-    from ray_jobs import store
     from ray_jobs.drift import save_drift_report
+    from rayestate import store
     from rayestate.settings import Settings
 
     batch_id = f"ui-test-{uuid.uuid4().hex[:8]}"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port, running_server
 
+from rayestate.localstack import free_port, running
 from ui.charts import money
 from ui.listings import DEFAULT_LISTING
 
@@ -40,7 +40,7 @@ def ui_url(serve_app_url, tmp_path):
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "RAYESTATE_API_URL": serve_app_url}
-    with running_server(command, f"{url}/_stcore/health", tmp_path / "streamlit.log", env=env):
+    with running(command, f"{url}/_stcore/health", tmp_path / "streamlit.log", env=env):
         yield url
 
 

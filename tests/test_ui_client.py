@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import free_port
 
+from rayestate.localstack import free_port
 from ui.client import ApiClient, ApiError, ApiUnavailable
 from ui.listings import DEFAULT_LISTING, price_in_chunks
 

@@ -34,8 +34,9 @@ HOME = {**DEFAULT_LISTING, "city": "Tampa", "zip_code": "33602", "prev_sold_date
 
 @pytest.fixture(scope="module")
 def explanation() -> dict:
-    from serve_app.inference import explain_rows
     from serve_app.sample_model import synthetic_listings, train_price_model
+
+    from serve_app.inference import explain_rows
 
     model = train_price_model(synthetic_listings(1500, seed=3), rounds=30)
     return explain_rows(model, [Listing(**HOME).to_raw_row()])[0]
@@ -44,8 +45,8 @@ def explanation() -> dict:
 @pytest.fixture(scope="module")
 def drift_reports() -> dict:
     from ray_jobs.drift import drift_report
+    from rayestate.devstack.synthetic import generate_listings
     from rayestate.settings import Settings
-    from rayestate.synthetic import generate_listings
 
     settings = Settings()
     reference, same = generate_listings(6000, seed=1), generate_listings(6000, seed=2)

@@ -17,13 +17,14 @@ import altair as alt
 import pandas as pd
 
 from rayestate.features import FEATURE_LABELS
+from rayestate.registry import VersionRecord
 
 TOP_FEATURES = 10
 UP, DOWN, TOTAL = "#2e7d32", "#c62828", "#1f5fa8"
 REFERENCE, CURRENT = "#9e9e9e", "#e65100"
 MAX_SHARE_CATEGORIES = 20
 METRIC_WORDS = ("mdape", "mape", "rmse", "mae", "r2", "loss", "error")
-#: What ray_jobs.evaluate reports on the test split (the `metrics` tag of each version), most telling first.
+#: What ray_jobs.evaluate reports on the test split (VersionRecord.metrics), most telling first.
 HEADLINE_METRICS = ("mdape", "r2_log", "rmse_log", "mae_log")
 DECISION_COLORS = {"promoted": UP, "first_model": UP, "rejected": DOWN, "champion": TOTAL}
 
@@ -230,49 +231,21 @@ def comparison_chart(frame: pd.DataFrame) -> alt.LayerChart:
 # --- model history ------------------------------------------------------------------------------
 
 
-def _numbers(prefix: str, value) -> Iterable[tuple[str, float]]:
-    """Numeric leaves of a tag value (numbers, numeric strings, nested dicts), dotted names."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int | float):
-        if math.isfinite(value):
-            yield prefix, float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return
-        if math.isfinite(number):
-            yield prefix, number
-    elif isinstance(value, Mapping):
-        for key, inner in value.items():
-            yield from _numbers(f"{prefix}.{key}" if prefix else str(key), inner)
+def decision_of(record: VersionRecord) -> str:
+    """What the pipeline decided on a version (or that it is the champion, or still undecided)."""
+    if record.decision:
+        return record.decision
+    return "champion" if "champion" in record.aliases else "undecided"
 
 
-def decision_of(entry: Mapping) -> str:
-    tags = entry.get("tags") or {}
-    for key in ("decision", "outcome", "promotion_decision"):
-        if entry.get(key) or tags.get(key):
-            return str(entry.get(key) or tags.get(key))
-    return "champion" if "champion" in (entry.get("aliases") or []) else "—"
-
-
-def metrics_frame(history: Iterable[Mapping]) -> pd.DataFrame:
-    """Long (version, metric, value, decision) from each version's metrics and numeric tags."""
-    rows = []
-    for entry in history:
-        try:
-            version = int(entry["version"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        tags = dict(entry.get("tags") or {})
-        found = dict(_numbers("", entry.get("metrics") or {}))
-        for name, value in [*_numbers("", tags.pop("metrics", {})), *_numbers("", tags)]:
-            found.setdefault(name, value)
-        rows.extend(
-            {"version": version, "metric": name, "value": value, "decision": decision_of(entry)}
-            for name, value in found.items()
-        )
+def metrics_frame(history: Iterable[VersionRecord]) -> pd.DataFrame:
+    """Long (version, metric, value, decision) from each version's held-out test metrics."""
+    rows = [
+        {"version": int(record.version), "metric": name, "value": value, "decision": decision_of(record)}
+        for record in history
+        for name, value in record.metrics.items()
+        if math.isfinite(value)
+    ]
     return pd.DataFrame(rows, columns=["version", "metric", "value", "decision"])
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
+
+from rayestate.api import ModelReport
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -101,5 +104,10 @@ class ApiClient:
         """Readiness body; 503 (no model loaded) is an answer here, not an error."""
         return self._call("GET", "/ready", ok=(503,))
 
-    def model(self) -> dict:
-        return self._call("GET", "/model")
+    def model(self) -> ModelReport:
+        """GET /model, read as the API defines it (rayestate.api.ModelReport)."""
+        body = self._call("GET", "/model")
+        try:
+            return ModelReport.model_validate(body)
+        except ValidationError as exc:
+            raise ApiError(f"/model answered in a shape this UI does not know: {exc}".splitlines()[0]) from None

@@ -14,6 +14,8 @@ import pandas as pd
 import pydantic
 import streamlit as st
 
+from rayestate.api import ModelReport
+from rayestate.registry import VersionRecord
 from rayestate.schema import MAX_ACRE_LOT, MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, STATUSES
 from rayestate.settings import Settings
 from ui import charts
@@ -21,7 +23,7 @@ from ui.charts import money
 from ui.client import ApiClient, ApiError, ApiUnavailable
 from ui.listings import DEFAULT_LISTING, price_ratios
 
-MODEL_CARD_TTL_S = 15
+MODEL_REPORT_TTL_S = 15
 STATUS_LABELS = {"for_sale": "for sale", "sold": "sold", "ready_to_build": "ready to build"}
 
 
@@ -46,14 +48,14 @@ def api(config: Settings) -> ApiClient:
     return _client(config.api_url, config.http_timeout_s)
 
 
-@st.cache_data(ttl=MODEL_CARD_TTL_S, show_spinner=False)
-def _model_card(base_url: str, timeout_s: float) -> dict:
+@st.cache_data(ttl=MODEL_REPORT_TTL_S, show_spinner=False)
+def _model_report(base_url: str, timeout_s: float) -> ModelReport:
     return _client(base_url, timeout_s).model()
 
 
-def model_card(config: Settings) -> dict:
+def model_report(config: Settings) -> ModelReport:
     """GET /model, cached briefly (several widgets on a page need it); raises ApiError."""
-    return _model_card(config.api_url, config.http_timeout_s)
+    return _model_report(config.api_url, config.http_timeout_s)
 
 
 def show_error(error: ApiError, *, action: str = "") -> None:
@@ -72,22 +74,20 @@ def show_error(error: ApiError, *, action: str = "") -> None:
 # --- the listing form ---------------------------------------------------------------------------
 
 
-def categories(card: Mapping | None) -> tuple[list[str], list[str]]:
+def categories(report: ModelReport | None) -> tuple[list[str], list[str]]:
     """States and statuses the served model knows, from /model when it says, else the schema's."""
-    found = (card or {}).get("categories") or {}
-    states = found.get("state") or found.get("states") or STATES
-    statuses = found.get("status") or found.get("statuses") or STATUSES
-    return list(states), list(statuses)
+    found = report.categories if report is not None else {}
+    return list(found.get("state") or STATES), list(found.get("status") or STATUSES)
 
 
 def form_categories(config: Settings) -> tuple[list[str], list[str]]:
     """Categories for the listing form; an unreachable API is reported here, once per page."""
     try:
-        card = model_card(config)
+        report = model_report(config)
     except ApiError as error:
         show_error(error, action="reach the price API")
-        card = None
-    return categories(card)
+        report = None
+    return categories(report)
 
 
 def _index(options: list[str], value, fallback: int = 0) -> int:
@@ -272,29 +272,21 @@ def _ready(base_url: str, timeout_s: float) -> dict:
     return _client(base_url, timeout_s).ready()
 
 
-def history_table(history: list[Mapping]) -> pd.DataFrame:
-    """One row per registered version: decision, reason and its metric-looking numbers."""
-    rows = []
-    for entry in history:
-        tags = entry.get("tags") or {}
-        rows.append(
-            {
-                "version": entry.get("version"),
-                "registered": (entry.get("created_at") or "")[:19].replace("T", " "),
-                "aliases": ", ".join(entry.get("aliases") or []),
-                "decision": charts.decision_of(entry),
-                "reason": entry.get("reason") or tags.get("reason") or tags.get("decision_reason") or "",
-                "run": (entry.get("run_id") or "")[:12],
-            }
-        )
-    table = pd.DataFrame(rows)
-    metrics = charts.metrics_frame(history)
-    metrics = metrics[metrics["metric"].isin(charts.default_metrics(metrics["metric"].unique()))]
-    if table.empty or metrics.empty:
-        return table
-    wide = metrics.pivot_table(index="version", columns="metric", values="value", aggfunc="first")
-    table["version"] = pd.to_numeric(table["version"], errors="coerce")
-    return table.merge(wide, left_on="version", right_index=True, how="left")
+def history_table(history: list[VersionRecord]) -> pd.DataFrame:
+    """One row per registered version: decision, reason and its headline test metrics."""
+    rows = [
+        {
+            "version": int(record.version),
+            "registered": (record.created_at or "")[:19].replace("T", " "),
+            "aliases": ", ".join(record.aliases),
+            "decision": charts.decision_of(record),
+            "reason": record.reason or "",
+            "run": (record.run_id or "")[:12],
+            **{name: record.metrics[name] for name in charts.default_metrics(record.metrics)},
+        }
+        for record in history
+    ]
+    return pd.DataFrame(rows)
 
 
 def runs_table(runs: list[Mapping]) -> pd.DataFrame:

@@ -13,14 +13,14 @@ st.markdown(
     "Each pipeline run compares a new batch with the data the champion was trained on before deciding to retrain."
 )
 try:
-    card = components.model_card(config)
+    report = components.model_report(config)
 except ApiError as error:
     components.show_error(error, action="load the drift reports")
     st.stop()
 
-reports = card.get("drift_reports") or []
+reports = report.drift_reports
 if not reports:
-    note = card.get("drift_note") or "the pipeline has not compared a new batch with the champion's data yet."
+    note = report.drift_note or "the pipeline has not compared a new batch with the champion's data yet."
     st.info(f"No drift reports yet: {note}")
     st.stop()
 

@@ -10,66 +10,68 @@ config = components.settings()
 
 st.title("Models")
 try:
-    card = components.model_card(config)
+    report = components.model_report(config)
 except ApiError as error:
     components.show_error(error, action="load the model registry")
     st.stop()
 
-served = card.get("served") or {}
-if not card.get("registry_available", True):
-    st.error(f"The model registry (MLflow) is not reachable: {card.get('registry_error')}", icon=":material/database:")
-    if served.get("model_version"):
-        st.info(f"The API keeps serving model version {served['model_version']} (its last good model).")
+served = report.served
+if not report.registry_available:
+    st.error(f"The model registry (MLflow) is not reachable: {report.registry_error}", icon=":material/database:")
+    if served is not None and served.model_version:
+        st.info(f"The API keeps serving model version {served.model_version} (its last good model).")
     st.stop()
 
-champion = card.get("champion") or {}
+champion = report.champion
 mlflow = config.mlflow_tracking_uri.rstrip("/")
 dashboard = config.ray_dashboard_url.rstrip("/")
-name = card.get("model_name", config.model_name)
-batches = champion.get("training_batches")
-batches = batches if isinstance(batches, list) else [batches] if batches else []
+if champion is None:
+    st.info(f"No `{report.model_alias}` version of `{report.model_name}` yet: the first pipeline run registers one.")
+    st.stop()
 
 st.markdown(
-    f"The API serves the **{card.get('model_alias', 'champion')}** of the registered model `{name}` "
-    f"([open in MLflow]({mlflow}/#/models/{name}/versions/{champion.get('version')}))."
+    f"The API serves the **{report.model_alias}** of the registered model `{report.model_name}` "
+    f"([open in MLflow]({mlflow}/#/models/{report.model_name}/versions/{champion.version}))."
 )
 cols = st.columns(4)
-cols[0].metric("Champion", f"v{champion.get('version', '—')}", border=True)
-trained = champion.get("trained_at") or "—"
+cols[0].metric("Champion", f"v{champion.version}", border=True)
+trained = champion.trained_at or "—"
 cols[1].metric("Trained on", trained[:10], help=f"training finished {trained}", border=True)
-cols[2].metric("Training batches", len(batches), border=True)
-cols[3].metric("Serving now", f"v{served.get('model_version', '—')}", border=True)
-if served.get("model_version") and str(served["model_version"]) != str(champion.get("version")):
+cols[2].metric("Training batches", len(champion.training_batches), border=True)
+serving = served.model_version if served is not None else None
+cols[3].metric("Serving now", f"v{serving or '—'}", border=True)
+if serving and serving != champion.version:
     st.info("The API has not picked up the new champion yet; replicas check the alias every few seconds.")
 
 left, right = st.columns(2)
 with left:
-    st.subheader("Champion metrics")
-    metrics = champion.get("metrics") or {}
-    if metrics:
+    st.subheader("Champion test metrics")
+    if champion.metrics:
+        metrics = champion.metrics
         st.dataframe(pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())}), hide_index=True)
     else:
-        st.caption("The champion's run logged no metrics.")
+        st.caption("The champion records no test metrics.")
 with right:
     st.subheader("Champion details")
     details = {
-        "run id": champion.get("run_id"),
-        "registered": champion.get("registered_at"),
-        "training batches": ", ".join(map(str, batches)) or "—",
-        **{f"tag {k}": v for k, v in (champion.get("tags") or {}).items()},
+        "decision": f"{charts.decision_of(champion)}: {champion.reason or ''}",
+        "run id": champion.run_id,
+        "registered": champion.created_at,
+        "decided": champion.decided_at,
+        "training batches": ", ".join(champion.training_batches) or "—",
+        **{f"param {k}": v for k, v in champion.params.items()},
     }
     st.dataframe(pd.DataFrame({"field": list(details), "value": [str(v) for v in details.values()]}), hide_index=True)
 
 st.subheader("Pipeline runs")
-runs = card.get("pipeline_runs")
-if runs:
-    st.dataframe(components.runs_table(runs), hide_index=True, width="stretch")
-elif runs is None:
-    st.caption(f"This API does not list pipeline runs; each run is a Ray job: [Ray jobs]({dashboard}/#/jobs).")
+if report.pipeline_runs:
+    st.dataframe(components.runs_table(report.pipeline_runs), hide_index=True, width="stretch")
+elif report.pipeline_runs_note:
+    st.caption(f"{report.pipeline_runs_note}. Each run is a Ray job: [Ray jobs]({dashboard}/#/jobs).")
 else:
     st.caption("No pipeline run has finished yet.")
 
-history = card.get("promotion_history") or []
+history = report.promotion_history
 st.subheader("Challengers and promotion decisions")
 if not history:
     st.caption("No model versions are registered yet.")
@@ -84,6 +86,6 @@ if not long.empty:
     )
     if chosen:
         st.altair_chart(charts.metrics_chart(long[long["metric"].isin(chosen)]), width="content")
-for entry in history:
-    with st.expander(f"Version {entry.get('version')} — {charts.decision_of(entry)}"):
-        st.json(entry, expanded=True)
+for record in history:
+    with st.expander(f"Version {record.version} — {charts.decision_of(record)}"):
+        st.json(record.model_dump(mode="json"), expanded=True)

@@ -1,78 +1,22 @@
-"""Fixtures for the data side: a real S3-compatible server, the data API over loopback HTTP,
-and a fault-injecting proxy.
-
-Imported by conftest.py, so any test can ask for ``s3_server`` / ``s3_settings``.
-"""
+"""Real HTTP servers on loopback for the tests: an ASGI app in a thread, and a fault-injecting proxy."""
 
 from __future__ import annotations
 
 import http.server
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 
-from rayestate.settings import Settings
-
-# Throwaway credentials for the local moto server only; they grant nothing anywhere else.
-MOTO_KEY, MOTO_SECRET = "moto-test-key", "moto-test-secret"
-
-
-def _free_port() -> int:
-    from conftest import free_port
-
-    return free_port()
-
-
-# --- S3 ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's standalone S3-compatible server (real HTTP) on a free loopback port; yields its URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def s3_settings(s3_server, tmp_path) -> Settings:
-    """Settings whose store is a fresh bucket (s3://<bucket>/store) on the moto server."""
-    import boto3
-
-    bucket = f"rayestate-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3", endpoint_url=s3_server, aws_access_key_id=MOTO_KEY, aws_secret_access_key=MOTO_SECRET,
-        region_name="us-east-1",
-    ).create_bucket(Bucket=bucket)  # fmt: skip
-    return Settings(
-        state_dir=tmp_path / "state",
-        store_uri=f"s3://{bucket}/store",
-        s3_endpoint_url=s3_server,
-        aws_access_key_id=MOTO_KEY,
-        aws_secret_access_key=MOTO_SECRET,
-    )
-
-
-# --- HTTP servers on loopback ------------------------------------------------------------------
+from rayestate.localstack import free_port
 
 
 class AppServer:
     """A real uvicorn server for an ASGI app, in a thread, on a free loopback port."""
 
     def __init__(self, app, port: int | None = None):
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -131,7 +75,7 @@ class FaultProxy:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -143,16 +87,3 @@ class FaultProxy:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-@pytest.fixture
-def data_api_factory(tmp_path) -> Callable[..., AppServer]:
-    """Build a data API app (real server in a thread); state goes to tmp_path/<state_name>."""
-    from rayestate.data_api import create_data_api
-
-    def make(dataset=None, *, mode="course", state_name="state.json", **kwargs) -> AppServer:
-        kwargs.setdefault("synthetic_rows", 20_000)
-        kwargs.setdefault("batch_rows", 2_000)
-        return AppServer(create_data_api(dataset, Path(tmp_path) / state_name, mode, **kwargs))
-
-    return make

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import io
 import threading
-import time
 import uuid
 from collections import deque
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ray_jobs import store
+from rayestate import store
 from rayestate.schema import RAW_COLUMNS, RAW_SCHEMA
 from rayestate.settings import Settings
 
@@ -131,7 +130,7 @@ class InferenceLogWriter:
         stamp = datetime.now(UTC)
         relative = f"{PREFIX}/date={stamp:%Y-%m-%d}/part-{stamp:%H%M%S%f}-{self._writer_id}-{self._seq:06d}.parquet"
         target = store.open_store(self._settings)
-        store._put(target, target.path(relative), buffer.getvalue())  # the store's atomic write
+        store.write_atomic(target, target.path(relative), buffer.getvalue())
         return relative
 
     async def close(self) -> None:
@@ -155,7 +154,10 @@ def read_inference_log(
         for info in target.fs.get_file_info(selector)
         if info.is_file and info.base_name.endswith(".parquet") and not info.base_name.startswith(".")
     )
-    if since is not None:  # files are named by write time; a file can only hold rows logged before it
+    if since is not None:
+        # A naive time is UTC, like every time the log writes. Files are named by their UTC write
+        # time, and a file only holds rows logged before it was written.
+        since = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
         files = [f for f in files if _file_time(f) is None or _file_time(f) >= since.replace(tzinfo=None)]
     if limit_files is not None:
         files = files[-limit_files:]
@@ -163,7 +165,7 @@ def read_inference_log(
         return LOG_SCHEMA.empty_table().to_pandas()
     frame = pa.concat_tables(pq.read_table(f, filesystem=target.fs, schema=LOG_SCHEMA) for f in files).to_pandas()
     if since is not None:
-        frame = frame[frame["logged_at"] >= pd.Timestamp(since).tz_convert("UTC") if since.tzinfo else since]
+        frame = frame[frame["logged_at"] >= pd.Timestamp(since)]
     return frame.reset_index(drop=True)
 
 
@@ -175,12 +177,3 @@ def _file_time(path: str) -> datetime | None:
     except (IndexError, ValueError):
         return None
 
-
-def wait_for_rows(settings: Settings, rows: int, timeout_s: float = 60.0) -> pd.DataFrame:
-    """Poll the log until it holds at least ``rows`` rows (tests, smoke checks)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        frame = read_inference_log(settings)
-        if len(frame) >= rows or time.monotonic() > deadline:
-            return frame
-        time.sleep(0.5)

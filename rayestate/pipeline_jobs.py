@@ -1,4 +1,4 @@
-"""Submitting the training pipeline to a Ray cluster through the Job Submission API.
+"""Submitting the training pipeline (``python -m ray_jobs.pipeline``) as Ray Jobs, once or on a schedule.
 
 `rayestate up` submits one run; `rayestate schedule` submits one per tick and skips a
 tick while a run is still going, so runs never overlap or queue up twice.
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_fixed
 
+from rayestate.localstack import settings_env
 from rayestate.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,8 +55,6 @@ def submit_pipeline(
     settings: Settings, client: JobSubmissionClient, *, extra_args: list[str] = (), working_dir: str = "."
 ) -> str:
     """Submit one pipeline run; the job sees the same RAYESTATE_* settings as this process."""
-    from rayestate.stack import settings_env
-
     entrypoint = " ".join([PIPELINE_ENTRYPOINT, *map(shlex.quote, extra_args)])
     return client.submit_job(
         entrypoint=entrypoint,

@@ -125,8 +125,8 @@ def now() -> str:
 # --- writing -------------------------------------------------------------------------------
 
 
-def _put(store: Store, path: str, data: bytes) -> None:
-    """Write one file so that readers see either nothing or all of it."""
+def write_atomic(store: Store, path: str, data: bytes) -> None:
+    """Write one file so that readers see either nothing or all of it (the store's one write primitive)."""
     if store.is_local:
         parent, name = path.rsplit("/", 1)
         store.fs.create_dir(parent, recursive=True)
@@ -154,7 +154,7 @@ def write_parts(store: Store, kind: Kind, record: RawRecord, table: pa.Table) ->
         buffer = io.BytesIO()
         pq.write_table(table.slice(start, ROWS_PER_PART), buffer, compression="zstd")
         relative = f"{data_dir(kind, record)}/part-{part}.parquet"
-        _put(store, store.path(relative), buffer.getvalue())
+        write_atomic(store, store.path(relative), buffer.getvalue())
         files.append(relative)
     return files
 
@@ -179,7 +179,7 @@ def put_json(settings: Settings, relative: str, payload: dict) -> str:
     """Publish a JSON document at <root>/<relative> atomically (a re-put replaces it); returns its path."""
     target = open_store(settings)
     path = target.path(relative)
-    _put(target, path, json.dumps(payload, indent=1, allow_nan=False, default=str).encode())
+    write_atomic(target, path, json.dumps(payload, indent=1, allow_nan=False, default=str).encode())
     return path
 
 

@@ -33,6 +33,7 @@ from fastapi.responses import Response
 from rayestate.schema import RAW_COLUMNS, read_listings_file
 from rayestate.settings import Settings
 
+#: The real course API's answer once every batch was served (its client, ray_jobs.source, owns the contract).
 EXHAUSTED_DETAIL = "Ya se recolectó toda la información mínima necesaria"
 DAYS = ("Tuesday", "Wednesday")
 Mode = Literal["course", "random"]
@@ -125,7 +126,7 @@ def create_data_api(
     if batch_rows < 1 or random_batches < 1:
         raise ValueError("batch_rows and random_batches must be >= 1")
     if dataset is None:
-        from rayestate.synthetic import generate_listings
+        from rayestate.devstack.synthetic import generate_listings
 
         dataset = generate_listings(synthetic_rows, seed=seed)
     dataset = dataset[list(RAW_COLUMNS)].reset_index(drop=True)

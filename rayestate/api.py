@@ -1,0 +1,122 @@
+"""The HTTP API's answers, defined once: the Serve app returns them and the UI reads them.
+
+Field names here are public API: the UI and users depend on them. The request listing itself is
+:class:`rayestate.schema.Listing`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from rayestate.registry import VersionRecord
+
+
+class PredictResponse(BaseModel):
+    price: float = Field(description="Predicted price in US dollars")
+    model_version: str
+    model_alias: str
+    request_id: str
+    warnings: list[str] = Field(description="What the model could not use as given (e.g. an unseen zip code)")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class RowError(BaseModel):
+    index: int = Field(description="Position of the bad listing in the request")
+    detail: list[FieldError]
+
+
+class RowWarnings(BaseModel):
+    index: int
+    warnings: list[str]
+
+
+class BatchResponse(BaseModel):
+    prices: list[float | None] = Field(description="One price per listing, null where the listing was rejected")
+    errors: list[RowError] = Field(description="Rejected listings by index; the other rows are still priced")
+    warnings: list[RowWarnings]
+    model_version: str | None
+    model_alias: str
+    request_id: str
+
+
+class Contribution(BaseModel):
+    feature: str
+    label: str
+    value: float | str | None = Field(description="The feature's value as the model saw it")
+    shap: float = Field(description="Exact TreeSHAP value in log-price space")
+
+
+class DollarEffect(BaseModel):
+    feature: str
+    label: str
+    dollars: float = Field(description="Share of price - base_price; these add up exactly to it")
+    factor: float = Field(description="exp(shap): the feature's exact multiplicative effect on the price")
+
+
+class ExplainResponse(BaseModel):
+    price: float
+    log_price: float = Field(description="The model's output; equals base_value + sum(shap)")
+    base_value: float = Field(description="Expected log price over the training data (SHAP base value)")
+    base_price: float = Field(description="exp(base_value), the dollar starting point of dollar_effects")
+    output_space: Literal["log_price"]
+    contributions: list[Contribution]
+    dollar_effects: list[DollarEffect]
+    model_version: str
+    model_alias: str
+    request_id: str
+    warnings: list[str]
+
+
+class ReplicaStatus(BaseModel):
+    """What one predictor or explainer replica serves, and what its last registry check found."""
+
+    loaded: bool
+    model_name: str | None = None
+    model_version: str | None = None
+    model_alias: str | None = None
+    run_id: str | None = None
+    meta: dict | None = Field(None, description="What training recorded with the model (rounds, params, ...)")
+    loaded_at: float | None = None
+    last_check_at: float | None = None
+    registry_reachable: bool | None = None
+    last_error: str | None = None
+
+
+class ChampionDetails(VersionRecord):
+    """The champion's registry record plus its training run."""
+
+    trained_at: str | None = None
+    params: dict[str, str] = Field(default_factory=dict, description="The training run's parameters")
+    run_metrics: dict[str, float] = Field(default_factory=dict, description="Every finite metric of the run")
+
+
+class FeatureLabel(BaseModel):
+    name: str
+    label: str
+
+
+class ModelReport(BaseModel):
+    """GET /model: the champion, how every version was decided, the pipeline's runs and drift reports."""
+
+    model_name: str
+    model_alias: str
+    registry_available: bool
+    registry_error: str | None = None
+    champion: ChampionDetails | None = None
+    served: ReplicaStatus | None = None
+    promotion_history: list[VersionRecord] = Field(
+        default_factory=list, description="Every registered version, newest first, with its decision"
+    )
+    drift_reports: list[dict] = Field(default_factory=list, description="Newest first, as ray_jobs.drift writes them")
+    drift_note: str | None = None
+    pipeline_runs: list[dict] = Field(default_factory=list, description="The pipeline's ledger, newest first")
+    pipeline_runs_note: str | None = None
+    categories: dict[str, list[str]] = Field(default_factory=dict, description="Values the model knows (state, status)")
+    features: list[FeatureLabel] = Field(default_factory=list)

@@ -1,0 +1,273 @@
+"""The local-stack toolkit: start MLflow, start or join a local Ray cluster, deploy the Serve config.
+
+One set of functions for `make up` (rayestate.services), the tests and the benchmarks, so what the
+tests check is how the product is brought up. Everything binds to loopback unless told otherwise,
+and Ray's token auth stays on.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import httpx
+import yaml
+
+from rayestate.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SERVE_CONFIG = REPO / "serve_app" / "serve_config.yaml"
+TOKEN_PATH = Path.home() / ".ray" / "auth_token"
+LOOPBACK = "127.0.0.1"
+
+
+# --- ports and processes -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (bound and released)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(
+    url: str, *, timeout: float = 60.0, process: subprocess.Popen | None = None, headers: dict | None = None
+) -> httpx.Response:
+    """Poll ``url`` until it answers 2xx (returned), failing early if ``process`` died."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the process serving {url} exited with code {process.returncode}")
+        try:
+            response = httpx.get(url, timeout=15, headers=headers)
+            if response.is_success:
+                return response
+            last = f"{response.status_code} {response.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 2xx within {timeout:.0f}s (last: {last})")
+
+
+def start_process(argv: list[str], log_path: Path, *, env: dict | None = None) -> subprocess.Popen:
+    """Start ``argv`` in its own session (so it can be stopped as a group), output appended to log_path."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
+
+
+def kill_group(pid: int, timeout: float = 30.0) -> bool:
+    """SIGTERM the process group, then SIGKILL after ``timeout``. True if anything was running."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.3)
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop a process and, if it leads its own session (:func:`start_process`), everything it started."""
+    if process.poll() is None and not kill_group(process.pid, timeout):
+        process.terminate()  # not a process-group leader: stop just the process
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+@contextmanager
+def running(argv: list[str], health_url: str, log_path: Path, *, env: dict | None = None, timeout: float = 120.0):
+    """Start ``argv``, wait until ``health_url`` answers 2xx, yield the process, stop it afterwards."""
+    process = start_process(argv, log_path, env=env)
+    try:
+        wait_http(health_url, timeout=timeout, process=process)
+        yield process
+    finally:
+        stop_process(process)
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+
+
+class MlflowServer:
+    """A real MLflow tracking server: SQLite backend and served artefacts under ``root``, one port.
+
+    ``stop()`` and ``start()`` again keep the port and the database (tests use that for outages).
+    """
+
+    def __init__(self, root: Path, *, host: str = LOOPBACK, port: int | None = None):
+        self.root, self.host, self.port = Path(root), host, port or free_port()
+        self.uri = f"http://{host}:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return [
+            str(BIN / "mlflow"), "server",
+            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination", str(self.root / "artifacts"),
+            "--host", self.host, "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 300.0) -> str:
+        """Start it and wait for /health (a busy 2-core machine can take a minute); returns its URI."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process = start_process(self.command(), self.root / "server.log")
+        wait_http(f"{self.uri}/health", timeout=timeout, process=self.process)
+        return self.uri
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def __enter__(self) -> MlflowServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- Ray ------------------------------------------------------------------------------------------
+
+
+def ensure_ray_token() -> str:
+    """Make sure the local cluster token exists and only its owner can read it; returns it."""
+    if not os.environ.get("RAY_AUTH_TOKEN") and not TOKEN_PATH.exists():
+        subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], check=True, capture_output=True)
+    if TOKEN_PATH.exists():
+        TOKEN_PATH.chmod(0o600)
+    return os.environ.get("RAY_AUTH_TOKEN") or TOKEN_PATH.read_text().strip()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as RAYESTATE_* variables, so jobs and replicas see the same configuration."""
+    env = {}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"RAYESTATE_{name.upper()}"] = str(value)
+    return env
+
+
+def ray_env(settings: Settings) -> dict[str, str]:
+    """Environment for Ray processes: token auth on, plus every RAYESTATE_* setting.
+
+    This interpreter's bin dir goes first on PATH: a Ray Job's entrypoint (`python -m
+    ray_jobs.pipeline`) runs in a shell under the head, and must find this venv's python, not
+    whatever `python` the user's shell had first (the venv is seldom activated for `make up`).
+    """
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    env["RAY_AUTH_MODE"] = "token"
+    env.update(settings_env(settings))
+    return env
+
+
+def ray_head_command(*, host: str, port: int, dashboard_port: int, temp_dir: Path) -> list[str]:
+    """`ray start --head` in the foreground (its process group is what `make down` stops)."""
+    return [
+        str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
+        "--port", str(port),
+        # Ray's fixed default agent port (52365) clashes with any other cluster on the machine.
+        "--dashboard-agent-listen-port", str(free_port()),
+        "--dashboard-host", host, "--dashboard-port", str(dashboard_port),
+        "--temp-dir", str(temp_dir),
+    ]  # fmt: skip
+
+
+def init_local_ray(*, num_cpus: int = 2, dashboard: bool = True, **kwargs):
+    """Start a local Ray cluster in this process (tests, benchmarks); returns ray.init's context.
+
+    Token auth on; the dashboard (the Job and Serve REST APIs) on a free loopback port.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    import ray  # heavy: imported only by the callers that start a cluster
+
+    options = {"include_dashboard": dashboard, "log_to_driver": False, **kwargs}
+    if dashboard:
+        options.update(dashboard_host=LOOPBACK, dashboard_port=free_port())
+    return ray.init(address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK, **options)
+
+
+# --- Serve ----------------------------------------------------------------------------------------
+
+
+def load_serve_config(path: Path = SERVE_CONFIG) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def adapt_serve_config(
+    config: dict,
+    *,
+    port: int | None = None,
+    args: dict | None = None,
+    num_cpus: float | None = None,
+    reload_poll_s: float | None = None,
+    extra_apps: dict[str, dict] | None = None,
+) -> dict:
+    """A copy of a Serve config with environment-specific values replaced.
+
+    ``args`` update the first application's builder args (they become Settings fields);
+    ``extra_apps`` adds copies of that application under ``/<name>`` with their own args.
+    """
+    config = copy.deepcopy(config)
+    if port is not None:
+        config.setdefault("http_options", {})["port"] = port
+    base = config["applications"][0]
+    base.setdefault("args", {}).update(args or {})
+    for deployment in base.get("deployments", []):
+        if num_cpus is not None:
+            deployment.setdefault("ray_actor_options", {})["num_cpus"] = num_cpus
+        if reload_poll_s is not None and "reload_poll_s" in deployment.get("user_config", {}):
+            deployment["user_config"]["reload_poll_s"] = reload_poll_s
+    for name, overrides in (extra_apps or {}).items():
+        extra = copy.deepcopy(base)
+        extra.update(name=name, route_prefix=f"/{name}")
+        extra["args"].update(overrides)
+        config["applications"].append(extra)
+    return config
+
+
+def deploy_serve(dashboard_url: str, config: dict) -> None:
+    """Apply a whole Serve config through the dashboard's REST API, as `serve deploy` does.
+
+    Applications not in ``config`` are removed. The Ray token is sent (RAY_AUTH_MODE=token).
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(dashboard_url).deploy_applications(config)
+
+
+def wait_ready(api_url: str, *, timeout: float = 300.0) -> dict:
+    """Poll ``GET {api_url}/ready`` until the Serve app has a model loaded; returns its body."""
+    return wait_http(f"{api_url.rstrip('/')}/ready", timeout=timeout).json()
+
+
+def delete_serve_apps(dashboard_url: str) -> None:
+    """Remove every Serve application (what `serve shutdown` does to the apps)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
+
+    ServeSubmissionClient(dashboard_url).delete_applications()

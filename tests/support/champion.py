@@ -1,0 +1,52 @@
+"""A small real champion for the serving and UI tests, registered the way the pipeline registers one.
+
+Trained on the one synthetic market with the pipeline's own fitting code (tests.support.models),
+evaluated on held-out synthetic rows, and registered through the pipeline's decision path (ray_jobs.challenger.register_and_decide inside a pipeline run): its metrics and
+its decision tags are real. It is small (a few seconds to train) so a test session stays short.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from ray_jobs import register
+from ray_jobs.challenger import load_champion, register_and_decide
+from ray_jobs.split import split_frame
+from rayestate import registry
+from rayestate.model import PriceModel
+from rayestate.settings import Settings
+from tests.support.models import sample_listings, train_sample_model
+
+
+@dataclass(frozen=True)
+class Champion:
+    tracking_uri: str
+    name: str
+    version: str
+    alias: str = "champion"
+
+
+def register_sample_model(
+    tracking_uri: str, name: str, model: PriceModel, test: pd.DataFrame, *, run_key: str
+) -> registry.VersionRecord:
+    """Register ``model`` the way a pipeline run does (decided against the current champion, if any)."""
+    settings = Settings(mlflow_tracking_uri=tracking_uri, model_name=name, mlflow_experiment=f"{name}-samples")
+    client = registry.connect(settings)
+    champion = load_champion(client, settings, registry.champion(client, settings))
+    with register.pipeline_run(client, settings, run_key, ["synthetic-sample"]):
+        outcome = register_and_decide(
+            client, settings, model, test, run_key=run_key, training_batches=["synthetic-sample"],
+            champion_model=champion,
+        )  # fmt: skip
+    return registry.VersionRecord.of(MlflowClient(tracking_uri).get_model_version(name, outcome.version))
+
+
+def make_sample_champion(tracking_uri: str, name: str, *, rows: int = 4000, seed: int = 1) -> Champion:
+    """Train, evaluate and register a first model under ``name``; it becomes the champion."""
+    splits = split_frame(sample_listings(rows, seed=seed))
+    model = train_sample_model(pd.concat([splits.train, splits.valid]), seed=seed)
+    record = register_sample_model(tracking_uri, name, model, splits.test, run_key=f"sample-{seed}-{rows}")
+    return Champion(tracking_uri=tracking_uri, name=name, version=record.version)
