@@ -49,7 +49,7 @@ def log_price_model(model: PriceModel, *, name: str = MODEL_NAME_IN_RUN):
         (code / "__init__.py").write_text('"""Ray Estate model code, shipped with the MLflow model."""\n')
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=pyfunc.PriceModelPyfunc(),
+            python_model=str(_PACKAGE_DIR / "pyfunc_entry.py"),
             artifacts={pyfunc.ARTIFACT_KEY: str(directory)},
             code_paths=[str(code)],
             signature=pyfunc.signature(),
