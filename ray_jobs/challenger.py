@@ -112,6 +112,7 @@ def train_and_decide(
             seed=settings.seed,
             nthread=os.cpu_count(),
             bag_size=settings.bag_size,
+            augment=settings.augment_missing_sizes,
             meta={"valid_mae_log": result.best_valid_mae, "training_batches": batches},
         )
     return register_and_decide(

@@ -167,6 +167,7 @@ def clean_batch(settings: Settings, batch_id: str) -> store.CleanRecord:
         rows=clean.num_rows,
         sha256=store.content_sha256(clean),
         fetched_at=raw.fetched_at,
+        notes=raw.notes,
         rows_in=raw.rows,
         raw_sha256=raw.sha256,
         removed=removed,

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from ray_jobs.augment import with_masked_copies
 from rayestate.features import FeatureTransform, log_price
 from rayestate.model import PriceModel
 
@@ -52,13 +53,21 @@ class TrainingData:
     y_valid: np.ndarray
 
 
-def prepare(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, seed: int = 0) -> TrainingData:
+def prepare(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, seed: int = 0, augment: bool = True) -> TrainingData:
+    """Features of a train/valid split; with ``augment``, both get masked copies when they lack missing sizes.
+
+    Validation gets them too, so early stopping and the search judge how a model prices listings
+    without sizes, not only complete ones (see ray_jobs.augment).
+    """
     if train_df.empty or valid_df.empty:
         raise ValueError(f"need training and validation rows, got {len(train_df)} and {len(valid_df)}")
     transform, x_train = FeatureTransform.fit_transform(train_df, seed=seed)
-    return TrainingData(
-        transform, x_train, log_price(train_df["price"]), transform.transform(valid_df), log_price(valid_df["price"])
-    )
+    x_valid = transform.transform(valid_df)
+    y_train, y_valid = log_price(train_df["price"]), log_price(valid_df["price"])
+    if augment:
+        x_train, y_train, _ = with_masked_copies(x_train, y_train, train_df, seed=seed)
+        x_valid, y_valid, _ = with_masked_copies(x_valid, y_valid, valid_df, seed=seed + 1)
+    return TrainingData(transform, x_train, y_train, x_valid, y_valid)
 
 
 def xgb_params(config: dict, y_train: np.ndarray, *, nthread: int, seed: int) -> dict:
@@ -98,19 +107,24 @@ def refit(
     seed: int = 0,
     nthread: int | None = None,
     bag_size: int = 1,
+    augment: bool = True,
     meta: dict | None = None,
 ) -> PriceModel:
     """Final model on all of ``df`` (train + valid) with the chosen parameters and round count.
 
     The transform is refitted on the same rows (out-of-fold encodings for training), so the
     served transform has seen every non-test row. ``bag_size`` boosters differ only in their
-    seed (row and column sampling); the model averages them (see PriceModel).
+    seed (row and column sampling); the model averages them (see PriceModel). ``augment`` adds
+    masked copies when the rows lack missing sizes (ray_jobs.augment).
     """
     transform, x = FeatureTransform.fit_transform(df, seed=seed)
     params = {**params, "nthread": nthread or params.get("nthread", 1)}
     if params.get("objective") == "reg:pseudohubererror":
         params["base_score"] = float(np.median(log_price(df["price"])))
     y = log_price(df["price"])
+    copies = 0
+    if augment:
+        x, y, copies = with_masked_copies(x, y, df, seed=seed)
     if not _samples_randomly(params):
         bag_size = 1  # without row/column sampling every seed grows the same trees
     first_seed = int(params.get("seed", seed))
@@ -121,6 +135,7 @@ def refit(
         "rounds": rounds,
         "params": {k: v for k, v in params.items() if k != "nthread"},
         "bag_size": bag_size,
+        "masked_copies": copies,
         **(meta or {}),
     }
     return PriceModel(boosters=boosters, transform=transform, meta=meta)

@@ -40,5 +40,6 @@ def ingest_batch(settings: Settings, batch: Batch) -> store.RawRecord:
         rows=table.num_rows,
         sha256=sha256,
         fetched_at=batch.fetched_at,
+        notes=list(batch.notes),
     )
     return store.publish(settings, "raw", record, table)

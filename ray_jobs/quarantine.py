@@ -1,6 +1,6 @@
 """Quarantine for data-API answers that are not a usable batch.
 
-A malformed batch (truncated JSON, wrong or missing columns, the old 10-column dataset, ...)
+A malformed batch (truncated JSON, wrong types, missing required columns, ...)
 is not retried: the same request would get the same answer. It is kept, byte for byte, with
 the reason, so someone can look at what the API sent, and the raw store never sees it:
 

@@ -23,7 +23,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from rayestate.schema import NUMERIC_COLUMNS, RAW_COLUMNS, RAW_SCHEMA, conform_table, read_listings_file
+from rayestate.schema import (
+    NUMERIC_COLUMNS,
+    RAW_COLUMNS,
+    RAW_SCHEMA,
+    REQUIRED_COLUMNS,
+    absent_columns_note,
+    conform_table,
+    load_listings_file,
+)
 from rayestate.settings import Settings
 
 API_SOURCE = "api"
@@ -57,6 +65,8 @@ class Batch:
     batch_number: int
     table: pa.Table
     fetched_at: str = field(default_factory=_now)
+    #: What ingestion should record about the batch (e.g. columns the source did not have).
+    notes: tuple[str, ...] = ()
 
     @property
     def batch_id(self) -> str:
@@ -96,13 +106,13 @@ def fetch_batch(settings: Settings, client: httpx.Client | None = None) -> Batch
         return None
     if response.status_code != 200:
         raise BatchError(f"data API {url} answered HTTP {response.status_code}: {_detail(response)}")
-    header, table = parse_batch(response.content, max_rows=settings.max_batch_rows, where=f"data API {url}")
+    header, table, notes = parse_batch(response.content, max_rows=settings.max_batch_rows, where=f"data API {url}")
     if (header["group_number"], header["day"]) != (settings.group_number, settings.day):
         raise BatchError(
             f"data API {url} sent group {header['group_number']} / {header['day']}, "
             f"but group {settings.group_number} / {settings.day} was asked for"
         )
-    return Batch(API_SOURCE, header["group_number"], header["day"], header["batch_number"], table)
+    return Batch(API_SOURCE, header["group_number"], header["day"], header["batch_number"], table, notes=notes)
 
 
 def _get(client: httpx.Client, url: str, params: dict) -> httpx.Response:
@@ -119,8 +129,8 @@ def _detail(response: httpx.Response) -> str:
         return response.text[:300]
 
 
-def parse_batch(body: bytes, *, max_rows: int, where: str = "batch") -> tuple[dict, pa.Table]:
-    """Validate a /data response body; returns its header fields and the rows as RAW_SCHEMA."""
+def parse_batch(body: bytes, *, max_rows: int, where: str = "batch") -> tuple[dict, pa.Table, tuple[str, ...]]:
+    """Validate a /data response body; returns its header fields, the rows as RAW_SCHEMA and notes."""
     if not body.strip():
         raise BatchError(f"{where}: empty response body")
     try:
@@ -155,7 +165,7 @@ def parse_batch(body: bytes, *, max_rows: int, where: str = "batch") -> tuple[di
         raise BatchError(f"{where}: data holds {rows.null_count} null row(s) instead of objects")
     if len(rows) > max_rows:
         raise BatchError(f"{where}: batch has {len(rows):,} rows, more than max_batch_rows={max_rows:,}")
-    return header, _rows_table(rows, where)
+    return header, _rows_table(rows, where), tuple(absent_columns_note([f.name for f in rows.type]))
 
 
 def _header_field(parsed: pa.Table, name: str, type_ok, expected: str, where: str):
@@ -169,14 +179,17 @@ def _header_field(parsed: pa.Table, name: str, type_ok, expected: str, where: st
 
 def _rows_table(rows: pa.StructArray, where: str) -> pa.Table:
     names = [f.name for f in rows.type]
-    missing = [c for c in RAW_COLUMNS if c not in names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
     unexpected = [c for c in names if c not in RAW_COLUMNS]
     if missing or unexpected:
         problems = [f"missing column(s) {', '.join(missing)}"] * bool(missing)
         problems += [f"unexpected column(s) {', '.join(unexpected)}"] * bool(unexpected)
         raise BatchError(f"{where}: rows have {'; '.join(problems)}")
-    arrays = []
+    arrays, present = [], []
     for target in RAW_SCHEMA:
+        if target.name not in names:  # an optional ID column; conform_table adds it as null
+            continue
+        present.append(target.name)
         column = rows.field(target.name)
         kind = column.type
         if target.name in NUMERIC_COLUMNS:
@@ -190,7 +203,7 @@ def _rows_table(rows: pa.StructArray, where: str) -> pa.Table:
         elif not (pa.types.is_string(kind) or pa.types.is_null(kind)):
             raise BatchError(f"{where}: column {target.name!r} must hold strings or null, got {kind}")
         arrays.append(column)
-    return conform_table(pa.Table.from_arrays(arrays, names=list(RAW_COLUMNS)), where=where)
+    return conform_table(pa.Table.from_arrays(arrays, names=present), where=where)
 
 
 # --- files ---------------------------------------------------------------------------------
@@ -210,7 +223,9 @@ def read_file_batches(path: Path, batch_rows: int, *, group_number: int = 0, day
     """
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
-    table = read_listings_file(path)
+    raw = load_listings_file(path)
+    notes = tuple(absent_columns_note(raw.column_names))
+    table = conform_table(raw, where=str(path))
     source = file_source_id(path)
     for number, start in enumerate(range(0, table.num_rows, batch_rows), start=1):
-        yield Batch(source, group_number, day, number, table.slice(start, batch_rows))
+        yield Batch(source, group_number, day, number, table.slice(start, batch_rows), notes=notes)

@@ -202,7 +202,7 @@ def tune_model(
     from ray.tune.search.optuna import OptunaSearch
 
     started = time.monotonic()
-    data = prepare(train_df, valid_df, seed=settings.seed)
+    data = prepare(train_df, valid_df, seed=settings.seed, augment=settings.augment_missing_sizes)
     concurrent, nthread, reserve = _concurrency(settings)
     target = _mlflow_target(settings, mlflow_parent_run_id)
     results = open_store(settings)

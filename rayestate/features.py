@@ -21,17 +21,21 @@ ever sees its own price. The fitted state is plain JSON, saved next to the boost
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rayestate.schema import STATES, STATUSES
+from rayestate.schema import RAW_COLUMNS, STATES, STATUSES
 
 FEATURE_VERSION = 3
 #: Day the dataset was scraped; sale-history ages are measured from it.
-REFERENCE_DATE = pd.Timestamp("2024-01-01")
+REFERENCE_DATE = date(2024, 1, 1)
 #: Pseudo-rows of the parent's value each key's mean is shrunk with. Chosen on validation (real
 #: sample, rows 0-79,999, tuned config fixed): MdAPE 0.1921 at 0.25-0.5, 0.1934 at 1, 0.1937 at 2,
 #: 0.1983 at 8 (out-of-fold encoding already keeps a row's own price out, so little shrinkage is needed).
@@ -53,6 +57,23 @@ FEATURES: tuple[str, ...] = (
     NUMERIC_FEATURES + RATIO_FEATURES + HISTORY_FEATURES + CATEGORICAL_FEATURES
     + ZIP_FEATURES + ENCODED_FEATURES
 )  # fmt: skip
+
+#: The listing fields each model feature is computed from. One definition: explanations group SHAP
+#: values by it, and training masks features by it to teach the model listings that lack a field
+#: (a feature is missing whenever a numeric field it reads is missing). Location encodings read the
+#: whole location (state, then ZIP area, ZIP or city as far as they are known).
+LOCATION = ("state", "city", "zip_code")
+FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "bed": ("bed",), "bath": ("bath",), "acre_lot": ("acre_lot",), "house_size": ("house_size",),
+    "sqft_per_bed": ("house_size", "bed"), "bath_per_bed": ("bath", "bed"),
+    "prev_sold_year": ("prev_sold_date",), "years_since_sold": ("prev_sold_date",),
+    "state": ("state",), "status": ("status",), "zip_number": ("zip_code",),
+    "te_zip": LOCATION, "te_zip3": LOCATION, "te_city": LOCATION, "te_broker": ("brokered_by",),
+    "te_zip_ppsf": LOCATION, "te_city_ppsf": LOCATION, "te_zip_ppa": LOCATION,
+    "te_zip_ppsf_x_size": (*LOCATION, "house_size"), "te_city_ppsf_x_size": (*LOCATION, "house_size"),
+    "te_zip_ppa_x_lot": (*LOCATION, "acre_lot"), "te_broker_ppsf": ("brokered_by",),
+    "te_broker_ppsf_x_size": ("brokered_by", "house_size"),
+}  # fmt: skip
 
 #: What each model feature means, for explanations shown to people.
 FEATURE_LABELS = {
@@ -82,75 +103,159 @@ FEATURE_LABELS = {
 }
 
 
+def without_fields(features: pd.DataFrame, missing: pd.DataFrame) -> pd.DataFrame:
+    """The features of the same listings had the fields flagged in ``missing`` been left out.
+
+    ``missing`` has one boolean column per numeric listing field (e.g. SIZE_FIELDS), aligned with
+    ``features``. Every feature that reads a flagged field becomes NaN: exactly what
+    :meth:`FeatureTransform.transform` gives for the listing without that field (a test checks
+    it), while each row keeps its own location encodings (out-of-fold ones for training rows).
+    """
+    out = features.copy()
+    for name, inputs in FEATURE_INPUTS.items():
+        flagged = [missing[field].to_numpy(dtype=bool) for field in inputs if field in missing.columns]
+        if flagged:
+            out[name] = out[name].where(~np.logical_or.reduce(flagged))
+    return out
+
+
 def log_price(price) -> np.ndarray:
     """The training target: natural log of the price in dollars."""
     return np.log(np.asarray(price, dtype="float64"))
 
 
-def _integer_text(values: pd.Series, template: str, lower: float, upper: float) -> pd.Series:
-    """Numbers in [lower, upper) as text (template.format(int)); anything else None.
+#: A batch of raw listings as columns: numbers as float64 arrays (NaN = missing), text as object
+#: arrays (None = missing). Every path, training and serving, one row or a million, computes the
+#: features from these: pandas' per-call overhead (~5 ms per call) would dominate a one-listing request.
+Columns = dict[str, np.ndarray]
+TEXT_COLUMNS = ("status", "city", "state", "prev_sold_date")
+_SALE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: Sale dates pandas can represent (what the transform accepted when it parsed with pandas).
+_FIRST_DATE, _LAST_DATE = date(1677, 9, 22), date(2262, 4, 11)
 
-    A list comprehension over the valid values: Series.map with a lambda costs ~1 µs per row in
-    pandas' per-element NA checks, which showed up in serving latency."""
-    numeric = _float_array(values)
+
+def listing_columns(listings) -> Columns:
+    """Raw listing columns from a DataFrame, a list of row dicts, or a dict of column lists."""
+    if isinstance(listings, pd.DataFrame):
+        source = {c: listings[c].to_numpy() for c in RAW_COLUMNS if c in listings.columns}
+        rows = len(listings)
+    elif isinstance(listings, dict):
+        source = listings
+        rows = len(next(iter(listings.values()))) if listings else 0
+    else:
+        source = {c: [row.get(c) for row in listings] for c in RAW_COLUMNS}
+        rows = len(listings)
+    columns: Columns = {}
+    for name in RAW_COLUMNS:
+        values = source.get(name)
+        if name in TEXT_COLUMNS:
+            columns[name] = _text_array(values, rows)
+        else:
+            columns[name] = _float_array(values, rows)
+    return columns
+
+
+def _float_array(values, rows: int) -> np.ndarray:
+    """Numbers as float64; None, NaN and anything that is not a number become NaN."""
+    if values is None:
+        return np.full(rows, np.nan)
+    try:
+        array = np.asarray(values, dtype="float64")  # fast path: numbers and None
+    except (TypeError, ValueError):
+        array = pd.to_numeric(pd.Series(list(values), dtype="object"), errors="coerce").to_numpy(
+            "float64", na_value=np.nan
+        )
+    return array.reshape(rows)
+
+
+def _text_array(values, rows: int) -> np.ndarray:
+    """Text as an object array; anything that is not a string (None, NaN, pandas' NA) becomes None."""
+    out = np.full(rows, None, dtype=object)
+    if values is not None:
+        out[:] = [v if isinstance(v, str) else None for v in values]
+    return out
+
+
+def _integer_text(numeric: np.ndarray, template: str, lower: float, upper: float) -> np.ndarray:
+    """Numbers in [lower, upper) as text (template.format(int)); anything else None."""
     with np.errstate(invalid="ignore"):
         valid = (numeric >= lower) & (numeric < upper)
     text = np.full(len(numeric), None, dtype=object)
     text[valid] = [template.format(int(v)) for v in numeric[valid].tolist()]
-    return pd.Series(text, index=values.index, dtype="object")
+    return text
 
 
-def _zip5(zip_code: pd.Series) -> pd.Series:
-    """ZIP as 5-digit text; the dataset stores it as a float (601.0 is 00601)."""
-    return _integer_text(zip_code, "{:05d}", 0, 100_000)
+def _keys(columns: Columns) -> dict[str, np.ndarray]:
+    """The grouping keys each target encoding is computed over (text; None where unknown).
 
-
-def _city_key(df: pd.DataFrame) -> pd.Series:
-    """The key "state|city" where both are known, else None (pandas' string ops cost more)."""
-    keys = [
-        f"{state}|{city}" if isinstance(state, str) and isinstance(city, str) else None
-        for state, city in zip(df["state"].tolist(), df["city"].tolist(), strict=True)
-    ]
-    return pd.Series(keys, index=df.index, dtype="object")
-
-
-def _keys(df: pd.DataFrame) -> dict[str, pd.Series]:
-    """The grouping keys each target encoding is computed over."""
-    zip5 = _zip5(df["zip_code"])
+    ZIPs are 5-digit text ("00601": the dataset stores 601.0), the city key is "state|city".
+    """
+    zip5 = _integer_text(columns["zip_code"], "{:05d}", 0, 100_000)
+    states, cities = columns["state"], columns["city"]
     return {
-        "state": df["state"].astype("object"),
-        "zip3": pd.Series([z[:3] if z is not None else None for z in zip5.tolist()], index=df.index, dtype="object"),
+        "state": states,
+        "zip3": np.array([z[:3] if z is not None else None for z in zip5.tolist()], dtype=object),
         "zip": zip5,
-        "city": _city_key(df),
-        "broker": _integer_text(df["brokered_by"], "{:d}", -np.inf, np.inf),
+        "city": np.array(
+            [f"{s}|{c}" if s is not None and c is not None else None for s, c in zip(states, cities, strict=True)],
+            dtype=object,
+        ),
+        "broker": _integer_text(columns["brokered_by"], "{:d}", -np.inf, np.inf),
     }
 
 
+@lru_cache(maxsize=1 << 16)
+def _sale_history(text: str | None) -> tuple[float, float]:
+    """(year, years before REFERENCE_DATE) of a YYYY-MM-DD sale date; NaN for anything else."""
+    if text is None or not _SALE_DATE.fullmatch(text):
+        return math.nan, math.nan
+    try:
+        sold = date.fromisoformat(text)
+    except ValueError:
+        return math.nan, math.nan
+    if not _FIRST_DATE <= sold <= _LAST_DATE:
+        return math.nan, math.nan
+    return float(sold.year), (REFERENCE_DATE - sold).days / 365.25
+
+
 class ListingKeys:
-    """A batch's grouping keys, each factorized once and looked up once per table.
+    """A batch's grouping keys, each looked up once per table (every encoding over that key).
 
     Applying the transform reads 13 encodings over 5 keys, and the response warnings check 2
-    of those keys again. Each key is factorized once, and each :class:`KeyTable` (every
-    encoding over that key) is looked up once: one hash lookup per distinct value, in C.
+    of those keys again. A big batch factorizes each key once and looks its distinct values up
+    in C (``Index.get_indexer``); a small one (``SMALL_BATCH`` rows or fewer) looks each row up in a
+    dict, which costs microseconds where pandas' calls cost tens of them. Both give the same values.
     """
 
-    def __init__(self, keys: dict[str, pd.Series]):
-        self._factorized = {name: pd.factorize(key, use_na_sentinel=True) for name, key in keys.items()}
+    SMALL_BATCH = 64
+
+    def __init__(self, keys: dict[str, np.ndarray]):
+        self._keys = keys
         self._rows: dict[tuple[str, KeyTable], np.ndarray] = {}  # (key, table) -> values per row
 
     @classmethod
-    def of(cls, df: pd.DataFrame) -> ListingKeys:
-        return cls(_keys(df))
+    def of(cls, listings) -> ListingKeys:
+        """The keys of raw listings (Columns, or anything listing_columns reads)."""
+        columns = listings if _is_columns(listings) else listing_columns(listings)
+        return cls(_keys(columns))
 
     def values(self, name: str, table: KeyTable) -> np.ndarray:
         """The table's values per row (rows x encodings); NaN where the key is missing or unseen."""
         rows = self._rows.get((name, table))
         if rows is None:
-            codes, uniques = self._factorized[name]
-            # Code -1 (missing key) picks the appended position -1, the table's all-NaN row.
-            per_key = table.values_at(np.append(table.positions(uniques), -1))
-            rows = self._rows[name, table] = per_key[codes]
+            keys = self._keys[name]
+            if len(keys) <= self.SMALL_BATCH:
+                rows = table.values_at(table.lookup(keys))
+            else:
+                codes, uniques = pd.factorize(keys, use_na_sentinel=True)
+                # Code -1 (missing key) picks the appended position -1, the table's all-NaN row.
+                rows = table.values_at(np.append(table.positions(uniques), -1))[codes]
+            self._rows[name, table] = rows
         return rows
+
+
+def _is_columns(listings) -> bool:
+    return isinstance(listings, dict) and all(isinstance(v, np.ndarray) for v in listings.values())
 
 
 class KeyTable:
@@ -164,6 +269,7 @@ class KeyTable:
 
     def __init__(self, mappings: dict[str, dict[str, float]]):
         self.columns = {name: j for j, name in enumerate(mappings)}
+        self._positions: dict[str, int] | None = None  # built on the first small-batch lookup
         self._index = pd.Index(
             list(dict.fromkeys(key for mapping in mappings.values() for key in mapping)), dtype="object"
         )
@@ -174,20 +280,28 @@ class KeyTable:
             )
 
     def positions(self, keys) -> np.ndarray:
+        """Row positions of distinct keys (-1: not in the table)."""
         return self._index.get_indexer(keys)
+
+    def lookup(self, keys) -> np.ndarray:
+        """Row positions of each key, one dict lookup each (-1: missing or not in the table)."""
+        if self._positions is None:
+            self._positions = {key: i for i, key in enumerate(self._index.tolist())}
+        found = self._positions
+        return np.fromiter((found.get(key, -1) for key in keys), dtype=np.intp, count=len(keys))
 
     def values_at(self, positions: np.ndarray) -> np.ndarray:
         return self._values[positions]
 
 
-def _positive_log(values: pd.Series) -> np.ndarray:
-    numeric = pd.to_numeric(values, errors="coerce").astype("float64")
-    return np.log(numeric.where(numeric > 0)).to_numpy()
+def _positive_log(values: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.log(np.where(values > 0, values, np.nan))
 
 
-def _targets(df: pd.DataFrame, y: np.ndarray) -> dict[str, np.ndarray]:
+def _targets(columns: Columns, y: np.ndarray) -> dict[str, np.ndarray]:
     """What each encoding averages: log price, log $/sq ft, log $/acre (NaN where size is unknown)."""
-    return {"price": y, "ppsf": y - _positive_log(df["house_size"]), "ppa": y - _positive_log(df["acre_lot"])}
+    return {"price": y, "ppsf": y - _positive_log(columns["house_size"]), "ppa": y - _positive_log(columns["acre_lot"])}
 
 
 @dataclass(frozen=True)
@@ -234,6 +348,7 @@ class FeatureTransform:
     target_means: dict[str, float] = field(default_factory=dict)
     _tables: dict[str, KeyTable] = field(default_factory=dict, init=False, repr=False, compare=False)
     _categories: dict[str, pd.CategoricalDtype] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _code_maps: dict[str, dict[str, float]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def table(self, key: str) -> KeyTable:
         """The encodings over grouping ``key`` as one lookup table, built on first use (they never change)."""
@@ -261,10 +376,11 @@ class FeatureTransform:
     def fit(cls, df: pd.DataFrame, target: np.ndarray | None = None) -> FeatureTransform:
         """Learn encodings from training rows (``target`` defaults to log of df.price)."""
         y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
-        return cls._fitted(_keys(df), _targets(df, y))
+        columns = listing_columns(df)
+        return cls._fitted(_keys(columns), _targets(columns, y))
 
     @classmethod
-    def _fitted(cls, keys: dict[str, pd.Series], targets: dict[str, np.ndarray]) -> FeatureTransform:
+    def _fitted(cls, keys: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> FeatureTransform:
         means = {name: _nanmean(values) for name, values in targets.items()}
         return cls(global_mean=means["price"], encodings=_fit_encodings(keys, targets, means), target_means=means)
 
@@ -274,11 +390,12 @@ class FeatureTransform:
     ) -> tuple[FeatureTransform, pd.DataFrame]:
         """Fit on all rows, and return training features with out-of-fold encodings."""
         y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
-        keys, targets = _keys(df), _targets(df, y)
+        columns = listing_columns(df)
+        keys, targets = _keys(columns), _targets(columns, y)
         fitted = cls._fitted(keys, targets)
-        features = fitted.transform(df)
+        features = fitted.feature_columns(columns, ListingKeys(keys))
         folds = np.random.default_rng(seed).integers(0, OOF_FOLDS, len(df))
-        out_of_fold = {column: features[column].to_numpy(copy=True) for column in _ENCODED_COLUMNS}
+        out_of_fold = {column: features[column].copy() for column in _ENCODED_COLUMNS}
         for fold in range(OOF_FOLDS):
             held_out = folds == fold
             if not held_out.any() or held_out.all():
@@ -290,40 +407,68 @@ class FeatureTransform:
             encoded = partial._encode(ListingKeys({name: key[held_out] for name, key in keys.items()}))
             for column, values in encoded.items():
                 out_of_fold[column][held_out] = values
-        for column, values in out_of_fold.items():
-            features[column] = values
+        features.update(out_of_fold)
         _add_estimates(features)
-        return fitted, features
+        return fitted, fitted.to_frame(features, index=df.index)
 
     # --- applying --------------------------------------------------------------
-    def transform(self, df: pd.DataFrame, keys: ListingKeys | None = None) -> pd.DataFrame:
-        """Model features for raw listing rows (price, if present, is ignored).
+    def feature_columns(self, listings, keys: ListingKeys | None = None) -> Columns:
+        """Every model feature of raw listings as a float64 array, in FEATURES order.
 
-        ``keys`` (``ListingKeys.of(df)``) can be passed in when the caller also needs
-        :meth:`known` for the same rows. Columns are computed as arrays and the frame is built
-        once: inserting ~20 columns one by one into a DataFrame cost ~10 ms per call.
+        ``listings``: Columns, or anything :func:`listing_columns` reads (price, if present, is
+        ignored). State and status are their category codes (NaN when unknown), as the boosters
+        read them. ``keys`` (``ListingKeys.of(listings)``) can be passed in when the caller also
+        needs :meth:`known` for the same rows.
         """
-        columns: dict[str, object] = {c: _float_array(df[c]) for c in NUMERIC_FEATURES}
+        columns = listings if _is_columns(listings) else listing_columns(listings)
+        features: Columns = {c: columns[c] for c in NUMERIC_FEATURES}
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            beds = np.where(columns["bed"] > 0, columns["bed"], np.nan)
-            columns["sqft_per_bed"] = columns["house_size"] / beds
-            columns["bath_per_bed"] = columns["bath"] / beds
-        sold = pd.to_datetime(df["prev_sold_date"], errors="coerce", format="%Y-%m-%d")
-        columns["prev_sold_year"] = sold.dt.year.to_numpy(dtype="float64", na_value=np.nan)
-        columns["years_since_sold"] = (REFERENCE_DATE - sold).dt.days.to_numpy(
-            dtype="float64", na_value=np.nan
-        ) / 365.25
-        columns["state"] = pd.Categorical(df["state"], dtype=self._category("state", self.states))
-        columns["status"] = pd.Categorical(df["status"], dtype=self._category("status", self.statuses))
-        columns["zip_number"] = _float_array(df["zip_code"])
-        columns.update(self._encode(keys if keys is not None else ListingKeys.of(df)))
-        _add_estimates(columns)
+            beds = np.where(features["bed"] > 0, features["bed"], np.nan)
+            features["sqft_per_bed"] = features["house_size"] / beds
+            features["bath_per_bed"] = features["bath"] / beds
+        history = np.array([_sale_history(text) for text in columns["prev_sold_date"].tolist()], dtype="float64")
+        history = history.reshape(len(beds), 2)
+        features["prev_sold_year"], features["years_since_sold"] = history[:, 0], history[:, 1]
+        features["state"] = self._codes("state", columns["state"])
+        features["status"] = self._codes("status", columns["status"])
+        features["zip_number"] = columns["zip_code"]
+        features.update(self._encode(keys if keys is not None else ListingKeys(_keys(columns))))
+        _add_estimates(features)
         # Ratios and products of valid inputs can overflow (a bed count of 1e-308 is >= 0); XGBoost
         # refuses inf, and an overflowed feature carries no information, so it becomes missing.
-        for name, values in columns.items():
-            if isinstance(values, np.ndarray):
-                columns[name] = np.where(np.isfinite(values), values, np.nan)
-        return pd.DataFrame({name: columns[name] for name in FEATURES}, index=df.index)
+        return {name: np.where(np.isfinite(features[name]), features[name], np.nan) for name in FEATURES}
+
+    def matrix(self, listings, keys: ListingKeys | None = None) -> np.ndarray:
+        """The features as one float matrix (rows x FEATURES): what the boosters read when serving."""
+        return np.column_stack(list(self.feature_columns(listings, keys).values()))
+
+    def transform(self, listings, keys: ListingKeys | None = None) -> pd.DataFrame:
+        """The features as a DataFrame with state and status as categoricals (training, explanations)."""
+        index = listings.index if isinstance(listings, pd.DataFrame) else None
+        return self.to_frame(self.feature_columns(listings, keys), index=index)
+
+    def to_frame(self, features: Columns, *, index=None) -> pd.DataFrame:
+        """Feature columns as a DataFrame: the codes of state and status back as categoricals."""
+        frame = {name: features[name] for name in FEATURES}
+        for name, categories in (("state", self.states), ("status", self.statuses)):
+            codes = features[name]
+            frame[name] = pd.Categorical.from_codes(
+                np.where(np.isnan(codes), -1, codes).astype("int64"), dtype=self._category(name, categories)
+            )
+        return pd.DataFrame(frame, index=index)
+
+    def category(self, name: str, code: float) -> str | None:
+        """The state or status a code stands for (None for NaN)."""
+        categories = self.states if name == "state" else self.statuses
+        return None if math.isnan(code) else categories[int(code)]
+
+    def _codes(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Category codes of state or status (NaN where not one of the categories)."""
+        codes = self._code_maps.get(name)
+        if codes is None:
+            categories = self.states if name == "state" else self.statuses
+            codes = self._code_maps[name] = {value: float(i) for i, value in enumerate(categories)}
+        return np.fromiter((codes.get(v, math.nan) for v in values.tolist()), dtype="float64", count=len(values))
 
     def _encode(self, keys: ListingKeys) -> dict[str, np.ndarray]:
         encoded: dict[str, np.ndarray] = {}
@@ -334,18 +479,16 @@ class FeatureTransform:
             encoded[name] = np.where(np.isnan(values), fallback, values)
         return {column: encoded[name] for column, name in _ENCODED_COLUMNS.items()}
 
-    def known(self, df: pd.DataFrame, keys: ListingKeys | None = None) -> pd.DataFrame:
+    def known(self, listings, keys: ListingKeys | None = None) -> dict[str, np.ndarray]:
         """Per row, whether state / zip / city were seen in training (for response warnings)."""
-        keys = keys if keys is not None else ListingKeys.of(df)
-        return pd.DataFrame(
-            {
-                "state": df["state"].isin(self.states).to_numpy(),
-                # Fitted encodings are finite, so NaN means "no such key in training".
-                "zip": ~np.isnan(self._encoded(keys, "zip")),
-                "city": ~np.isnan(self._encoded(keys, "city")),
-            },
-            index=df.index,
-        )
+        columns = listings if _is_columns(listings) else listing_columns(listings)
+        keys = keys if keys is not None else ListingKeys(_keys(columns))
+        return {
+            "state": ~np.isnan(self._codes("state", columns["state"])),
+            # Fitted encodings are finite, so NaN means "no such key in training".
+            "zip": ~np.isnan(self._encoded(keys, "zip")),
+            "city": ~np.isnan(self._encoded(keys, "city")),
+        }
 
     # --- persistence -----------------------------------------------------------
     def to_dict(self) -> dict:
@@ -398,30 +541,23 @@ def _add_estimates(features) -> None:
     features["te_broker_ppsf_x_size"] = np.asarray(features["te_broker_ppsf"], "float64") + log_size
 
 
-def _float_array(values: pd.Series) -> np.ndarray:
-    """A column as float64 (anything not a number becomes NaN)."""
-    if pd.api.types.is_float_dtype(values.dtype):  # already numbers: skip to_numeric's parsing pass
-        return values.to_numpy(dtype="float64", na_value=np.nan)
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-
-
 def _nanmean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else 0.0
 
 
-def _lookup(keys: pd.Series, table: dict[str, float]) -> np.ndarray:
+def _lookup(keys: np.ndarray, table: dict[str, float]) -> np.ndarray:
     """table[key] per row, NaN when absent (fitting's parent priors)."""
     return ListingKeys({"key": keys}).values("key", KeyTable({"value": table}))[:, 0]
 
 
 def _fit_encodings(
-    keys: dict[str, pd.Series], targets: dict[str, np.ndarray], means: dict[str, float]
+    keys: dict[str, np.ndarray], targets: dict[str, np.ndarray], means: dict[str, float]
 ) -> dict[str, dict[str, float]]:
     """Smoothed mean target per key, shrunk towards the parent key's encoding."""
     encodings: dict[str, dict[str, float]] = {}
     for name, spec in _ENCODINGS.items():
-        frame = pd.DataFrame({"key": keys[spec.key].to_numpy(), "y": targets[spec.target]})
+        frame = pd.DataFrame({"key": keys[spec.key], "y": targets[spec.target]})
         if spec.parent:
             parent = _ENCODINGS[spec.parent]
             frame["prior"] = _lookup(keys[parent.key], encodings[spec.parent])

@@ -176,4 +176,3 @@ def _file_time(path: str) -> datetime | None:
         return datetime.strptime(date + clock, "%Y-%m-%d%H%M%S%f")
     except (IndexError, ValueError):
         return None
-

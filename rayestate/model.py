@@ -9,28 +9,21 @@ and the transform can never drift apart. Explanations use XGBoost's own exact Tr
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import xgboost as xgb
 
-from rayestate.features import FEATURE_LABELS, FEATURES, FeatureTransform, ListingKeys
-from rayestate.schema import RAW_COLUMNS
+from rayestate.features import CATEGORICAL_FEATURES, FEATURE_LABELS, FEATURES, FeatureTransform, ListingKeys
+
+#: How XGBoost types each feature (as training saw the frame): state and status are categorical.
+FEATURE_TYPES = ["c" if name in CATEGORICAL_FEATURES else "float" for name in FEATURES]
 
 BOOSTER_FILE = "booster.ubj"
 TRANSFORM_FILE = "transform.json"
 META_FILE = "meta.json"
-
-
-def listings_frame(rows: list[dict]) -> pd.DataFrame:
-    """Raw-schema frame from listing dicts (missing optional columns become NaN/None)."""
-    frame = pd.DataFrame.from_records(rows)
-    for column in RAW_COLUMNS:
-        if column not in frame:
-            frame[column] = None
-    return frame[list(RAW_COLUMNS)]
 
 
 @dataclass
@@ -61,47 +54,55 @@ class PriceModel:
         if not self.boosters:
             raise ValueError("a PriceModel needs at least one booster")
 
-    def features(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> pd.DataFrame:
-        return self.transform.transform(raw, keys)
+    def predict_log(self, listings, keys: ListingKeys | None = None) -> np.ndarray:
+        """Predicted log price per row of raw listings (a DataFrame, rows, or Columns).
 
-    def _dmatrix(self, features: pd.DataFrame) -> xgb.DMatrix:
-        return xgb.DMatrix(features, enable_categorical=True)
+        ``keys``: the rows' ListingKeys, if the caller has them (the response warnings share them).
+        """
+        return self._log_price(self.transform.matrix(listings, keys))
 
-    def predict_log(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> np.ndarray:
-        """Predicted log price per row (``keys``: the rows' ListingKeys, if the caller has them)."""
-        return self._log_price(self.features(raw, keys))
-
-    def _log_price(self, features: pd.DataFrame) -> np.ndarray:
-        matrix = dense_matrix(features)
+    def _log_price(self, matrix: np.ndarray) -> np.ndarray:
+        # The boosters read the float matrix as it is (categories as their training codes); a
+        # DataFrame would be converted column by column on every call, for every booster of the bag.
         outputs = [b.inplace_predict(matrix, validate_features=False) for b in self.boosters]
         return np.mean(outputs, axis=0, dtype="float64")
 
-    def predict(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> np.ndarray:
+    def predict(self, listings, keys: ListingKeys | None = None) -> np.ndarray:
         """Predicted price in dollars per row (exp of the log-price output)."""
-        return np.exp(self.predict_log(raw, keys))
+        return np.exp(self.predict_log(listings, keys))
 
-    def explain(self, raw: pd.DataFrame, keys: ListingKeys | None = None) -> list[Explanation]:
+    def explain(self, listings, keys: ListingKeys | None = None) -> list[Explanation]:
         """Exact TreeSHAP per row: base_value + sum(shap) == predicted log price.
 
         ``log_price`` is the model's own output on the same features (not the sum of the SHAP
         values), so callers can check additivity without computing the features again.
         """
-        features = self.features(raw, keys)
-        matrix = self._dmatrix(features)
-        contribs = np.mean([b.predict(matrix, pred_contribs=True) for b in self.boosters], axis=0, dtype="float64")
-        log_prices = self._log_price(features)
+        features = self.transform.feature_columns(listings, keys)
+        matrix = np.column_stack(list(features.values()))
+        dmatrix = xgb.DMatrix(
+            matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True
+        )
+        contribs = np.mean([b.predict(dmatrix, pred_contribs=True) for b in self.boosters], axis=0, dtype="float64")
+        log_prices = self._log_price(matrix)
         explanations = []
-        for i in range(len(features)):
+        for i in range(len(matrix)):
             row = contribs[i]
             shap = {name: float(v) for name, v in zip(FEATURES, row[:-1], strict=True)}
-            values = {
-                name: (None if pd.isna(v) else (v if isinstance(v, str) else float(v)))
-                for name, v in features.iloc[i].items()
-            }
             explanations.append(
-                Explanation(log_price=float(log_prices[i]), base_value=float(row[-1]), shap=shap, feature_values=values)
+                Explanation(
+                    log_price=float(log_prices[i]),
+                    base_value=float(row[-1]),
+                    shap=shap,
+                    feature_values={name: self._shown(name, values[i]) for name, values in features.items()},
+                )
             )
         return explanations
+
+    def _shown(self, name: str, value: float):
+        """A feature's value as people read it: the state or status by name, numbers as numbers."""
+        if name in CATEGORICAL_FEATURES:
+            return self.transform.category(name, value)
+        return None if math.isnan(value) else float(value)
 
     # --- persistence -----------------------------------------------------------
     def save(self, directory: Path) -> Path:
@@ -128,27 +129,9 @@ class PriceModel:
         return cls(boosters=boosters, transform=FeatureTransform.load(directory / TRANSFORM_FILE), meta=meta)
 
 
-def dense_matrix(features: pd.DataFrame) -> np.ndarray:
-    """The feature frame as one float matrix, each categorical as its code (NaN when missing).
-
-    These are the codes the boosters were trained on: the transform fixes each category list.
-    XGBoost reads such an array as it is, where a DataFrame is converted column by column on
-    every call, for every booster of the bag (~2 ms per booster for 1,000 rows).
-    """
-    columns = []
-    for name in features.columns:
-        column = features[name]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            codes = column.cat.codes.to_numpy()
-            columns.append(np.where(codes >= 0, codes, np.nan))
-        else:
-            columns.append(column.to_numpy(dtype="float64", na_value=np.nan))
-    return np.column_stack(columns)
-
-
 def booster_file(index: int) -> str:
     """booster.ubj, then booster-1.ubj, booster-2.ubj... for the rest of a bag."""
     return BOOSTER_FILE if index == 0 else BOOSTER_FILE.replace(".ubj", f"-{index}.ubj")
 
 
-__all__ = ["FEATURE_LABELS", "Explanation", "PriceModel", "listings_frame"]
+__all__ = ["FEATURE_LABELS", "Explanation", "PriceModel"]

@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
-from rayestate.model import PriceModel, listings_frame
+from rayestate.model import PriceModel
 from rayestate.schema import Listing
 
 ARTIFACT_KEY = "price_model"
@@ -39,7 +39,7 @@ class PriceModelPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         records = model_input.astype("object").where(model_input.notna(), None).to_dict(orient="records")
         rows = [Listing.model_validate({k: v for k, v in r.items() if v is not None}).to_raw_row() for r in records]
-        return pd.DataFrame({"price": self._model.predict(listings_frame(rows))})
+        return pd.DataFrame({"price": self._model.predict(rows)})
 
 
 def _column_type(annotation) -> str:
@@ -53,7 +53,10 @@ def _column_type(annotation) -> str:
 def signature() -> ModelSignature:
     """The API's listing as an MLflow signature: the same fields, optional where the API's are."""
     inputs = Schema(
-        [ColSpec(_column_type(f.annotation), name, required=f.is_required()) for name, f in Listing.model_fields.items()]
+        [
+            ColSpec(_column_type(f.annotation), name, required=f.is_required())
+            for name, f in Listing.model_fields.items()
+        ]
     )
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "price")]))
 

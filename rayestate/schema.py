@@ -7,9 +7,12 @@ bounded in exactly one place.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
@@ -34,8 +37,13 @@ RAW_SCHEMA = pa.schema(
 RAW_COLUMNS: tuple[str, ...] = tuple(RAW_SCHEMA.names)
 NUMERIC_COLUMNS = tuple(f.name for f in RAW_SCHEMA if pa.types.is_floating(f.type))
 STRING_COLUMNS = tuple(f.name for f in RAW_SCHEMA if pa.types.is_string(f.type))
-#: Columns every batch must carry. The old 10-column dataset lacked brokered_by and street.
-REQUIRED_COLUMNS = RAW_COLUMNS
+#: The agency and street IDs: absent from the dataset's older 10-column version, and not needed to
+#: price a home, so a batch without them is ingested with them null (and a note in its manifest).
+OPTIONAL_COLUMNS = ("brokered_by", "street")
+#: Columns every batch must carry.
+REQUIRED_COLUMNS = tuple(c for c in RAW_COLUMNS if c not in OPTIONAL_COLUMNS)
+#: The size fields a fifth to a quarter of real listings lack; the model prices without them.
+SIZE_FIELDS = ("bed", "bath", "acre_lot", "house_size")
 TARGET = "price"
 
 STATUSES = ("for_sale", "sold", "ready_to_build")
@@ -64,11 +72,30 @@ def check_columns(columns, *, where: str = "batch") -> None:
         raise SchemaError(f"{where} is missing column(s) {', '.join(missing)}")
 
 
+def absent_optional_columns(columns) -> list[str]:
+    """The OPTIONAL_COLUMNS a batch or file does not carry."""
+    return [c for c in OPTIONAL_COLUMNS if c not in set(columns)]
+
+
+def absent_columns_note(columns) -> list[str]:
+    """The manifest note for a batch without the ID columns (empty when it has them)."""
+    absent = absent_optional_columns(columns)
+    if not absent:
+        return []
+    return [f"the source has no {', '.join(absent)} column(s) (the dataset's older version): ingested as null"]
+
+
 def conform_table(table: pa.Table, *, where: str = "batch") -> pa.Table:
-    """Select the realtor columns in order and cast them to RAW_SCHEMA, naming any bad column."""
+    """Select the realtor columns in order and cast them to RAW_SCHEMA, naming any bad column.
+
+    Absent OPTIONAL_COLUMNS become all-null columns; any other absent column is a SchemaError.
+    """
     check_columns(table.column_names, where=where)
     arrays = []
     for field in RAW_SCHEMA:
+        if field.name not in table.column_names:  # an optional ID column (check_columns passed)
+            arrays.append(pa.nulls(table.num_rows, field.type))
+            continue
         column = table.column(field.name)
         try:
             arrays.append(column.cast(field.type))
@@ -77,33 +104,34 @@ def conform_table(table: pa.Table, *, where: str = "batch") -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=RAW_SCHEMA)
 
 
-def read_listings_file(path, *, where: str | None = None) -> pa.Table:
-    """A CSV or Parquet file with the realtor columns, conformed to RAW_SCHEMA.
+def load_listings_file(path, *, where: str | None = None) -> pa.Table:
+    """A CSV or Parquet file as it is (columns not yet conformed); CSV cells read with RAW_SCHEMA's types.
 
     CSV columns are read with the schema's types (so zip 01001 stays a number, as in the
-    dataset) and empty cells become nulls. Extra columns (e.g. the API's batch_number) are dropped.
+    dataset) and empty cells become nulls.
     """
-    from pathlib import Path
-
-    import pyarrow.csv as pa_csv
-    import pyarrow.parquet as pq
-
     path = Path(path)
     where = where or str(path)
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        table = pq.read_table(path)
-    elif suffix in (".csv", ".gz") and ".csv" in path.name.lower():
+        return pq.read_table(path)
+    if suffix in (".csv", ".gz") and ".csv" in path.name.lower():
         options = pa_csv.ConvertOptions(column_types=RAW_SCHEMA, strings_can_be_null=True)
         try:
-            table = pa_csv.read_csv(path, convert_options=options)
+            return pa_csv.read_csv(path, convert_options=options)
         except pa.ArrowInvalid as exc:
             raise SchemaError(f"{where}: {exc}") from None
-    else:
-        raise SchemaError(f"{where}: expected a .csv or .parquet file, got {path.suffix or 'no extension'!r}")
-    return conform_table(table, where=where)
+    raise SchemaError(f"{where}: expected a .csv or .parquet file, got {path.suffix or 'no extension'!r}")
+
+
+def read_listings_file(path, *, where: str | None = None) -> pa.Table:
+    """A CSV or Parquet file with the realtor columns, conformed to RAW_SCHEMA.
+
+    Extra columns (e.g. the API's batch_number) are dropped; absent ID columns become null.
+    """
+    return conform_table(load_listings_file(path, where=where), where=where or str(path))
 
 
 # --- the API's listing --------------------------------------------------------------
@@ -116,21 +144,30 @@ MAX_HOUSE_SIZE = 100_000.0
 
 
 class Listing(BaseModel):
-    """A home to price: the dataset's columns minus price."""
+    """A home to price: the dataset's columns minus price.
+
+    Only ``state`` is required: real listings often lack sizes (bare land has no bedrooms), and the
+    model prices them as they come. Values that are given must be possible (bounds below).
+    """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    bed: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_BED, description="Bedrooms", examples=[3])
-    bath: float = Field(..., allow_inf_nan=False, ge=0, le=MAX_BATH, description="Bathrooms", examples=[2])
-    acre_lot: float = Field(
-        ..., allow_inf_nan=False, ge=0, le=MAX_ACRE_LOT, description="Lot size in acres", examples=[0.25]
+    bed: float | None = Field(
+        None, allow_inf_nan=False, ge=0, le=MAX_BED, description="Bedrooms (leave out if unknown)", examples=[3]
     )
-    house_size: float = Field(
-        ...,
+    bath: float | None = Field(
+        None, allow_inf_nan=False, ge=0, le=MAX_BATH, description="Bathrooms (leave out if unknown)", examples=[2]
+    )
+    acre_lot: float | None = Field(
+        None, allow_inf_nan=False, ge=0, le=MAX_ACRE_LOT, description="Lot size in acres (leave out if unknown)",
+        examples=[0.25],
+    )  # fmt: skip
+    house_size: float | None = Field(
+        None,
         allow_inf_nan=False,
         ge=MIN_HOUSE_SIZE,
         le=MAX_HOUSE_SIZE,
-        description="Living area, sq ft",
+        description="Living area, sq ft (leave out if unknown)",
         examples=[1800],
     )
     state: str = Field(..., min_length=2, max_length=40, examples=["Florida"])

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="Boosters in the final model (best config, different seeds), averaged. 2 took the real "
         "sample's MdAPE from 0.1907 to 0.1888 (benchmarks/train_bench.py); each one adds its cost to serving.",
     )
+    augment_missing_sizes: bool = Field(
+        True,
+        description="Add copies of training rows with sizes masked (real patterns) when the training data lacks "
+        "missing sizes, e.g. the course API's complete rows, so listings without them are priced from trained paths.",
+    )
     promotion_min_improvement: float = Field(
         0.0, ge=0, description="Required lower-bound improvement in MdAPE-like loss before promoting."
     )

@@ -56,6 +56,8 @@ class RawRecord:
     published_at: str = ""
     schema_version: int = SCHEMA_VERSION
     files: list[str] = field(default_factory=list)
+    #: What ingestion noticed about the batch (e.g. ID columns the source did not have).
+    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict):

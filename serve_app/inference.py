@@ -18,26 +18,34 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import xgboost as xgb
 
-from rayestate.features import FEATURE_LABELS, ListingKeys
-from rayestate.model import PriceModel, listings_frame
-from rayestate.schema import RAW_COLUMNS
+from rayestate.features import FEATURE_LABELS, Columns, ListingKeys, listing_columns
+from rayestate.model import PriceModel
+from rayestate.schema import SIZE_FIELDS
 
 #: XGBoost threads per call. A replica is one core's worth of work: OpenMP threads in a busy
 #: process spin against each other (10x slower on a loaded 2-core box); scale with replicas.
 XGB_THREADS = 1
 
 
-def row_warnings(model: PriceModel, raw: pd.DataFrame, keys: ListingKeys | None = None) -> list[list[str]]:
-    """Per row, what the model could not use as given (unseen state, zip or city)."""
-    known = model.transform.known(raw, keys)
-    unseen_state = ~known["state"].to_numpy()
-    unseen_zip = ~known["zip"].to_numpy() & raw["zip_code"].notna().to_numpy()
-    unseen_city = ~known["city"].to_numpy() & raw["city"].notna().to_numpy()
-    warnings: list[list[str]] = [[] for _ in range(len(raw))]
-    states, zips, cities = raw["state"].tolist(), raw["zip_code"].tolist(), raw["city"].tolist()
+#: Per size field, what a listing without it is told.
+MISSING_FIELD_WARNINGS = {
+    field: f"{field} missing: the model prices without it; expect a wider error" for field in SIZE_FIELDS
+}
+
+
+def row_warnings(model: PriceModel, columns: Columns, keys: ListingKeys | None = None) -> list[list[str]]:
+    """Per row, what the model could not use as given (a size left out, an unseen state, zip or city)."""
+    warnings: list[list[str]] = [[] for _ in range(len(columns["state"]))]
+    for field, text in MISSING_FIELD_WARNINGS.items():
+        for i in np.flatnonzero(np.isnan(columns[field])).tolist():
+            warnings[i].append(text)
+    known = model.transform.known(columns, keys)
+    unseen_state = ~known["state"]
+    unseen_zip = ~known["zip"] & ~np.isnan(columns["zip_code"])
+    unseen_city = ~known["city"] & (columns["city"] != None)  # noqa: E711 (elementwise on an object array)
+    states, zips, cities = columns["state"], columns["zip_code"], columns["city"]
     for i in np.flatnonzero(unseen_state | unseen_zip | unseen_city).tolist():
         state, zip_code, city = states[i], zips[i], cities[i]
         if unseen_state[i]:
@@ -46,7 +54,7 @@ def row_warnings(model: PriceModel, raw: pd.DataFrame, keys: ListingKeys | None 
             )
         if unseen_zip[i]:
             warnings[i].append(
-                f"zip code {int(float(zip_code)):05d} was not seen in training: its price level falls back to "
+                f"zip code {int(zip_code):05d} was not seen in training: its price level falls back to "
                 "the 3-digit ZIP area, then the state average"
             )
         if unseen_city[i]:
@@ -56,32 +64,17 @@ def row_warnings(model: PriceModel, raw: pd.DataFrame, keys: ListingKeys | None 
     return warnings
 
 
-#: Listing fields that are text (zip_code too: a validated listing holds it as "02101").
-TEXT_FIELDS = frozenset({"status", "city", "state", "zip_code", "prev_sold_date"})
+def predict_rows(model: PriceModel, listings) -> tuple[list[float], list[list[str]]]:
+    """Prices in dollars and per-row warnings for raw listings (row dicts, or columns of values).
 
-
-def raw_frame(listings: list[dict] | dict[str, list]) -> pd.DataFrame:
-    """Raw-schema frame from row dicts, or from columns (cheaper to ship for big batches).
-
-    Text columns from columns stay Python objects: pandas would store them as Arrow strings,
-    which the transform converts back at each use (~1 ms per 1,000 listings).
+    No pandas on this path: one listing costs well under a millisecond, where a DataFrame's
+    per-call overhead alone cost ~5 ms; a big batch takes the same code (one definition).
     """
-    if isinstance(listings, dict):
-        columns = {
-            name: pd.Series(values, dtype="object") if name in TEXT_FIELDS else values
-            for name, values in listings.items()
-        }
-        return pd.DataFrame(columns).reindex(columns=list(RAW_COLUMNS))
-    return listings_frame(listings)
-
-
-def predict_rows(model: PriceModel, listings: list[dict] | dict[str, list]) -> tuple[list[float], list[list[str]]]:
-    """Prices in dollars and per-row warnings for raw listings (rows or columns)."""
-    raw = raw_frame(listings)
-    keys = ListingKeys.of(raw)  # the transform and the warnings share them
+    columns = listing_columns(listings)
+    keys = ListingKeys.of(columns)  # the transform and the warnings share them
     with xgb.config_context(nthread=XGB_THREADS):
-        prices = model.predict(raw, keys)
-    return prices.tolist(), row_warnings(model, raw, keys)
+        prices = model.predict(columns, keys)
+    return prices.tolist(), row_warnings(model, columns, keys)
 
 
 def dollar_effects(base_value: float, shap: dict[str, float]) -> list[dict]:
@@ -102,11 +95,11 @@ def _json_value(value):
 
 def explain_rows(model: PriceModel, rows: list[dict]) -> list[dict]:
     """Exact TreeSHAP per row (pred_contribs on the served booster), in log-price space and in dollars."""
-    raw = listings_frame(rows)
-    keys = ListingKeys.of(raw)
+    columns = listing_columns(rows)
+    keys = ListingKeys.of(columns)
     with xgb.config_context(nthread=XGB_THREADS):
-        explanations = model.explain(raw, keys)  # log_price: the model's own output, not base + sum(shap)
-    warnings = row_warnings(model, raw, keys)
+        explanations = model.explain(columns, keys)  # log_price: the model's own output, not base + sum(shap)
+    warnings = row_warnings(model, columns, keys)
     results = []
     for explanation, row_warning in zip(explanations, warnings, strict=True):
         log_price = explanation.log_price

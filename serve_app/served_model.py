@@ -46,7 +46,6 @@ class ModelSource(Protocol):
     def load(self, version: str) -> LoadedModel: ...
 
 
-
 def fail_fast_mlflow() -> None:
     """Apply MLFLOW_ENV_DEFAULTS in this (replica) process unless the environment sets them."""
     for key, value in MLFLOW_ENV_DEFAULTS.items():

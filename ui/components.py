@@ -25,6 +25,7 @@ from ui.listings import DEFAULT_LISTING, price_ratios
 
 MODEL_REPORT_TTL_S = 15
 STATUS_LABELS = {"for_sale": "for sale", "sold": "sold", "ready_to_build": "ready to build"}
+BLANK_HELP = "Leave blank if unknown: the model prices without it (the answer says so)."
 
 
 # --- configuration and the API ------------------------------------------------------------------
@@ -105,14 +106,19 @@ def listing_inputs(key: str, defaults: Mapping, states: list[str], statuses: lis
             "ZIP code (optional)", defaults.get("zip_code", ""), max_chars=5, key=f"{key}.zip",
             placeholder="e.g. 33602", help="3 to 5 digits; leading zeros may be left out",
         ),
-        "bed": left.number_input("Bedrooms", 0, MAX_BED, int(defaults["bed"]), 1, key=f"{key}.bed"),
-        "bath": middle.number_input("Bathrooms", 0.0, float(MAX_BATH), float(defaults["bath"]), 0.5, key=f"{key}.bath"),
+        "bed": left.number_input(
+            "Bedrooms", 0, MAX_BED, _whole(defaults.get("bed")), 1, key=f"{key}.bed", help=BLANK_HELP
+        ),
+        "bath": middle.number_input(
+            "Bathrooms", 0.0, float(MAX_BATH), _number(defaults.get("bath")), 0.5, key=f"{key}.bath", help=BLANK_HELP
+        ),
         "house_size": right.number_input(
-            "Living area (sq ft)", MIN_HOUSE_SIZE, MAX_HOUSE_SIZE, float(defaults["house_size"]), 50.0,
-            format="%.0f", key=f"{key}.size",
+            "Living area (sq ft)", MIN_HOUSE_SIZE, MAX_HOUSE_SIZE, _number(defaults.get("house_size")), 50.0,
+            format="%.0f", key=f"{key}.size", help=BLANK_HELP,
         ),
         "acre_lot": left.number_input(
-            "Lot size (acres)", 0.0, MAX_ACRE_LOT, float(defaults["acre_lot"]), 0.05, format="%.2f", key=f"{key}.lot"
+            "Lot size (acres)", 0.0, MAX_ACRE_LOT, _number(defaults.get("acre_lot")), 0.05, format="%.2f",
+            key=f"{key}.lot", help=BLANK_HELP,
         ),
         "status": middle.selectbox(
             "Listing status", statuses, index=_index(statuses, defaults.get("status")),
@@ -136,6 +142,10 @@ def listing_inputs(key: str, defaults: Mapping, states: list[str], statuses: lis
 
 def _whole(value) -> int | None:
     return int(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _date(text) -> date | None:
