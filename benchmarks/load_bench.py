@@ -1,7 +1,8 @@
-"""Load benchmark: a mixed workload ramped past saturation on the local Serve app.
+"""Load benchmark: a mixed workload ramped past saturation on the local Serve app, serving the real champion.
 
-Starts a throwaway stack on loopback (its own MLflow with a champion, its own 2-CPU Ray cluster,
-the Serve app from serve_app/serve_config.yaml), then drives it open-loop — requests arrive at
+Starts a throwaway stack on loopback (benchmarks/bench_stack.py: its own MLflow with the champion
+the pipeline trains on the real sample, its own 2-CPU Ray cluster, the Serve app from
+serve_app/serve_config.yaml) and sends real held-out listings as they appear; it drives it open-loop — requests arrive at
 the offered rate whether or not earlier ones were answered, as real clients do — with
 80% /predict, 10% /explain and 10% /predict/batch (100 listings). The rate steps up stage by
 stage until the app cannot keep up; then the load stops and the run waits for Serve's
@@ -11,7 +12,8 @@ object:
     .venv/bin/python benchmarks/load_bench.py [--stages 10,25,50,100,200,400] [--stage-seconds 20]
         [--max-queued N] [--cooldown 420] [--no-inference-log]
 
-Keys: sustained_ok_rps (2xx/s over the whole ramp), peak_ok_rps (best stage), saturation_stage
+Keys: capacity (the highest offered rate at which under 1% of requests were not answered 200, and
+its p99), sustained_ok_rps (2xx/s over the whole ramp), peak_ok_rps (best stage), saturation_stage
 (first stage where over 5% of requests were not answered 200, or
 the 2xx p50 rose past 4x stage 1's), stages[] (offered vs answered,
 status counts), endpoints{} (p50/p99 of 2xx and of 503 answers), errors_by_status, replicas
@@ -19,6 +21,9 @@ status counts), endpoints{} (p50/p99 of 2xx and of 503 answers), errors_by_statu
 up under load and back down after, and how long it took vs its configured delays),
 shedding (were overload answers fast 503s; any 5xx other than 503, any client timeouts).
 The baseline measured in the same run is stage 1's latency (far below saturation).
+
+``--compare-inference-log N`` runs the ramp 2N times, alternating a stack with and without the
+inference log, and reports both capacities per run (a claim about the log's cost needs N >= 3).
 """
 
 from __future__ import annotations
@@ -28,10 +33,8 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -40,16 +43,15 @@ from pathlib import Path
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-MODEL_NAME = "rayestate-price-load"
 MIX = (("/predict", 0.8), ("/explain", 0.1), ("/predict/batch", 0.1))
 BATCH_LISTINGS = 100
 CLIENT_TIMEOUT_S = 90.0  # longer than Serve's request_timeout_s, so the server's own answer is seen
 MAX_IN_FLIGHT = 3000  # client-side cap: past it a request is counted as not sent, never silently dropped
 
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).parent))
-from serve_bench import free_port, listings, request_bodies, start, stop, wait_http  # noqa: E402
+from benchmarks.bench_stack import ServeStack, model_shape, real_listings  # noqa: E402
+
+SHED_LIMIT = 0.01  # capacity: the highest offered rate with fewer than 1% of requests not answered 200
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -155,62 +157,6 @@ async def drive(url: str, bodies: dict[str, list[bytes]], stages: list[float], s
     return recorder
 
 
-# --- the stack ---------------------------------------------------------------------------------
-
-
-def start_stack(root: Path, options, processes: list) -> tuple[str, str, dict, list[dict]]:
-    """MLflow + champion + Ray + the Serve app; returns (serve url, dashboard url, config, bodies)."""
-    mlflow_port = free_port()
-    tracking_uri = f"http://127.0.0.1:{mlflow_port}"
-    processes.append(
-        start(
-            [
-                str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination", str(root / "artifacts"),
-                "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-            ],
-            root / "mlflow.log",
-        )
-    )  # fmt: skip
-    wait_http(f"{tracking_uri}/health", processes[-1], root / "mlflow.log")
-    from serve_app.sample_model import register_champion, train_price_model
-
-    frame, _ = listings(options.train_rows + 2_000)
-    train, held_out = frame.head(options.train_rows), frame.tail(2_000)
-    register_champion(tracking_uri, train_price_model(train, rounds=200, max_depth=7), train, name=MODEL_NAME)
-
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    import ray
-    from ray import serve
-    from serve_app.deploy import adapt_config, deploy_config, load_config, wait_ready
-
-    dashboard_port = free_port()
-    ray.init(
-        address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=True,
-        dashboard_host="127.0.0.1", dashboard_port=dashboard_port, log_to_driver=False,
-    )  # fmt: skip
-    serve_port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-    config = adapt_config(
-        load_config(options.serve_config),
-        port=serve_port,
-        args={
-            "mlflow_tracking_uri": tracking_uri,
-            "model_name": MODEL_NAME,
-            "state_dir": str(root / "state"),
-            "inference_log": not options.no_inference_log,
-        },
-    )
-    if options.max_queued is not None:
-        for deployment in config["applications"][0]["deployments"]:
-            deployment["max_queued_requests"] = options.max_queued
-    dashboard_url = f"http://127.0.0.1:{dashboard_port}"
-    deploy_config(dashboard_url, config)
-    serve_url = f"http://127.0.0.1:{serve_port}"
-    wait_ready(serve_url)
-    return serve_url, dashboard_url, config, request_bodies(held_out)
-
-
 # --- the report --------------------------------------------------------------------------------
 
 
@@ -240,6 +186,18 @@ def summarize(recorder: Recorder, stages: list[float], stage_s: float) -> dict:
         return ok < 0.95 * (row["sent"] + row["not_sent_client_cap"]) or slow
 
     saturation = next((i for i, row in enumerate(stage_rows) if saturated(row)), None)
+    within = [
+        row
+        for row in stage_rows
+        if 1 - row["statuses"].get("200", 0) / max(row["sent"] + row["not_sent_client_cap"], 1) < SHED_LIMIT
+    ]
+    best = max(within, key=lambda row: row["offered_rps"], default=None)
+    capacity = {
+        "offered_rps": best["offered_rps"] if best else None,
+        "ok_rps": best["ok_rps"] if best else None,
+        "ok_p99_ms": best["ok_p99_ms"] if best else None,
+        "shed_limit": SHED_LIMIT,
+    }
     endpoints = {}
     for path, _ in MIX:
         ok = [lat for _, p, s, lat in recorder.records if p == path and s == 200]
@@ -258,6 +216,7 @@ def summarize(recorder: Recorder, stages: list[float], stage_s: float) -> dict:
     total_ok = statuses.get("200", 0)
     shed = [lat for _, _, s, lat in recorder.records if s == 503]
     return {
+        "capacity": capacity,
         "sustained_ok_rps": round(total_ok / (stage_s * len(stages)), 1),
         "peak_ok_rps": max(row["ok_rps"] for row in stage_rows),
         "saturation_stage": saturation,
@@ -308,38 +267,21 @@ def autoscaling_summary(timeline: list[dict], config: dict, load_end_t: float) -
     return summary
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stages", default="10,25,50,100,200,400", help="offered requests/s per stage")
-    parser.add_argument("--stage-seconds", type=float, default=20.0, help="past saturation for >= 60 s")
-    parser.add_argument("--train-rows", type=int, default=20_000)
-    parser.add_argument("--serve-config", type=Path, default=REPO / "serve_app" / "serve_config.yaml")
-    parser.add_argument("--max-queued", type=int, default=None, help="override max_queued_requests everywhere")
-    parser.add_argument(
-        "--cooldown", type=float, default=None, help="seconds to wait for downscaling (default: delay + 90)"
-    )
-    parser.add_argument(
-        "--no-inference-log", action="store_true", help="serve without the inference log (to measure its cost)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    options = parser.parse_args()
-    stages = [float(s) for s in options.stages.split(",")]
-    report_to, sys.stdout = sys.stdout, sys.stderr  # MLflow and Ray print progress; stdout is the JSON only
-
-    root = Path(tempfile.mkdtemp(prefix="rayestate-load-bench-"))
-    processes: list = []
-    load_before = os.getloadavg()
-    try:
-        serve_url, dashboard_url, config, listing_bodies = start_stack(root, options, processes)
+def ramp(options, stages: list[float], *, inference_log: bool) -> dict:
+    """One stack, one ramp past saturation, then the wait for downscaling; the ramp's report."""
+    with ServeStack(
+        inference_log=inference_log, serve_config=options.serve_config, max_queued=options.max_queued
+    ) as stack:
+        listing_bodies, rejected = real_listings(1_500)
         batch = [json.dumps({"listings": listing_bodies[i : i + BATCH_LISTINGS]}).encode() for i in range(0, 1000, 100)]
         singles = [json.dumps(b).encode() for b in listing_bodies[:500]]
         bodies = {"/predict": singles, "/explain": singles, "/predict/batch": batch}
-        asyncio.run(drive(serve_url, bodies, [5.0], 5.0, options.seed + 1))  # warm-up
-
-        sampler = ReplicaSampler(dashboard_url, config["applications"][0]["name"])
+        asyncio.run(drive(stack.url, bodies, [5.0], 5.0, options.seed + 1))  # warm-up
+        config = stack.config
+        sampler = ReplicaSampler(stack.dashboard_url, config["applications"][0]["name"])
         sampler.start()
         load_start = time.monotonic()
-        recorder = asyncio.run(drive(serve_url, bodies, stages, options.stage_seconds, options.seed))
+        recorder = asyncio.run(drive(stack.url, bodies, stages, options.stage_seconds, options.seed))
         load_end_t = round(time.monotonic() - sampler.started, 1)
         load_s = time.monotonic() - load_start
         delays = [
@@ -354,38 +296,64 @@ def main() -> None:
         time.sleep(2 * sampler.every_s)
         sampler.halt.set()
         sampler.join(timeout=30)
-
-        report = summarize(recorder, stages, options.stage_seconds)
-        report = {
-            **report,
+        return {
+            **summarize(recorder, stages, options.stage_seconds),
             "load_seconds": round(load_s, 1),
             "replicas": sampler.changes(),
             "load_ended_at_t": load_end_t,
             "autoscaling": autoscaling_summary(sampler.timeline, config, load_end_t),
-            "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-            "setup": {
-                "mix": dict(MIX),
-                "batch_listings": BATCH_LISTINGS,
-                "stage_seconds": options.stage_seconds,
-                "max_queued_requests_override": options.max_queued,
-                "inference_log": not options.no_inference_log,
-                "serve_config": str(options.serve_config),
-                "client_timeout_s": CLIENT_TIMEOUT_S,
-            },
+            "model": model_shape(stack.model),
+            "listings_rejected_by_the_api": rejected,
+            "inference_log": inference_log,
         }
-        print(json.dumps(report), file=report_to, flush=True)
-    finally:
-        try:
-            import ray
-            from ray import serve
 
-            if ray.is_initialized():
-                serve.shutdown()
-                ray.shutdown()
-        finally:
-            for process in reversed(processes):
-                stop(process)
-            shutil.rmtree(root, ignore_errors=True)
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stages", default="10,25,50,100,200,400", help="offered requests/s per stage")
+    parser.add_argument("--stage-seconds", type=float, default=20.0, help="past saturation for >= 60 s")
+    parser.add_argument("--serve-config", type=Path, default=REPO / "serve_app" / "serve_config.yaml")
+    parser.add_argument("--max-queued", type=int, default=None, help="override max_queued_requests everywhere")
+    parser.add_argument(
+        "--cooldown", type=float, default=None, help="seconds to wait for downscaling (default: delay + 90)"
+    )
+    parser.add_argument(
+        "--no-inference-log", action="store_true", help="serve without the inference log (to measure its cost)"
+    )
+    parser.add_argument(
+        "--compare-inference-log", type=int, default=0, metavar="N",
+        help="N ramps with the inference log and N without, alternated (cooldown 0 between)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    options = parser.parse_args()
+    stages = [float(s) for s in options.stages.split(",")]
+    report_to, sys.stdout = sys.stdout, sys.stderr  # MLflow and Ray print progress; stdout is the JSON only
+    load_before = os.getloadavg()
+    setup = {
+        "mix": dict(MIX),
+        "batch_listings": BATCH_LISTINGS,
+        "stage_seconds": options.stage_seconds,
+        "max_queued_requests_override": options.max_queued,
+        "serve_config": str(options.serve_config),
+        "client_timeout_s": CLIENT_TIMEOUT_S,
+        "data": "real sample rows 80,000+ as they appear (missing fields left out)",
+    }
+    if options.compare_inference_log:
+        runs = []
+        for i in range(options.compare_inference_log):
+            for with_log in (True, False) if i % 2 == 0 else (False, True):
+                result = ramp(options, stages, inference_log=with_log)
+                runs.append({"inference_log": with_log, "capacity": result["capacity"],
+                             "sustained_ok_rps": result["sustained_ok_rps"], "peak_ok_rps": result["peak_ok_rps"]})  # fmt: skip
+        by_log = {
+            label: [r["capacity"]["offered_rps"] for r in runs if r["inference_log"] is flag]
+            for label, flag in (("with_log", True), ("without_log", False))
+        }
+        report = {"inference_log_comparison": {"runs": runs, "capacity_offered_rps": by_log}, "setup": setup}
+    else:
+        report = {**ramp(options, stages, inference_log=not options.no_inference_log), "setup": setup}
+    report["machine"] = {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    print(json.dumps(report), file=report_to, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,69 +1,109 @@
-"""The original design, measured as the baseline: one uvicorn process, the champion in-process.
+"""The strongest single-box alternative to the Ray Serve app, doing the same work: the benchmarks' baseline.
 
-Same champion (loaded by alias from the same MLflow), same pydantic validation of each
-listing, one model call per request; explanations build a ``shap.TreeExplainer`` on demand,
-as the original design did. XGBoost runs on one thread, like each Serve replica, which is the
-baseline's best setting on a busy 2-core machine. Run by benchmarks/serve_bench.py:
+A plain FastAPI app under uvicorn with one worker process per core, each holding the champion
+(loaded once, by alias, from the same MLflow) and answering with the very code Serve runs: the
+same request parsing and validation (serve_app.contract, rayestate.schema.Listing), the same
+computations (serve_app.inference.predict_rows / explain_rows: features, prices, warnings, exact
+TreeSHAP from the loaded boosters), the same response models (rayestate.api) and the same
+inference log (rayestate.inference_log). What it lacks is what Serve adds: separate deployments,
+batching across requests, autoscaling, hot model swaps, shedding. Run by the serving benchmarks:
 
-    RAYESTATE_MLFLOW_TRACKING_URI=... RAYESTATE_MODEL_NAME=... uvicorn benchmarks.serve_baseline:app
+    RAYESTATE_MLFLOW_TRACKING_URI=... RAYESTATE_MODEL_NAME=... RAYESTATE_STATE_DIR=... \\
+        uvicorn serve_baseline:app --app-dir benchmarks --workers 2
 """
 
 from __future__ import annotations
 
-import numpy as np
-import shap
-import xgboost as xgb
-from fastapi import FastAPI
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import Response
 from mlflow.tracking import MlflowClient
 
-from rayestate.model import listings_frame
+from rayestate.api import BatchResponse, ExplainResponse, PredictResponse
+from rayestate.inference_log import InferenceLogWriter
 from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
 from rayestate.settings import load_settings
-from serve_app.contract import BatchRequest, validate_listings
+from serve_app.contract import batch_rows, listing_columns, raw_rows, valid_batch, validate_listings
+from serve_app.inference import explain_rows, predict_rows
 
 settings = load_settings()
-champion = load_model_by_alias(
-    MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name, settings.model_alias
-)
-model = champion.model
-for booster in model.boosters:
-    booster.set_param({"nthread": 1})
-app = FastAPI(title="baseline: single-process FastAPI + uvicorn")
+state: dict = {}
 
 
-@app.post("/predict")
-async def predict(listing: Listing) -> dict:
-    with xgb.config_context(nthread=1):
-        price = model.predict(listings_frame([listing.to_raw_row()]))[0]
-    return {"price": float(price), "model_version": champion.version}
+@asynccontextmanager
+async def lifespan(_app: FastAPI):
+    loaded = load_model_by_alias(
+        MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name, settings.model_alias
+    )
+    for booster in loaded.model.boosters:
+        booster.set_param({"nthread": 1})  # as each Serve replica: one core's worth of work per process
+    state["model"], state["version"] = loaded.model, loaded.version
+    state["log"] = (
+        InferenceLogWriter(settings, flush_s=settings.inference_log_flush_s) if settings.inference_log else None
+    )
+    yield
+    if state["log"] is not None:
+        await state["log"].close()
 
 
-@app.post("/predict/batch")
-async def predict_batch(body: BatchRequest) -> dict:
-    good, errors = validate_listings(body.listings)
-    prices: list[float | None] = [None] * len(body.listings)
+app = FastAPI(title="baseline: FastAPI + uvicorn, one worker per core, same work as the Serve app", lifespan=lifespan)
+
+
+def _log(rows: list[dict], prices: list, endpoint: str, started: float) -> None:
+    if state["log"] is not None:
+        latency = (time.perf_counter() - started) * 1000.0
+        state["log"].add(rows, prices, model_version=state["version"], endpoint=endpoint, latency_ms=latency)
+
+
+@app.post("/predict", response_model=PredictResponse)
+async def predict(listing: Listing, request: Request) -> PredictResponse:
+    started, row = time.perf_counter(), listing.to_raw_row()
+    prices, warnings = predict_rows(state["model"], [row])
+    _log([row], prices, "/predict", started)
+    return PredictResponse(
+        price=prices[0], model_version=state["version"], model_alias=settings.model_alias,
+        request_id=uuid.uuid4().hex, warnings=warnings[0],
+    )  # fmt: skip
+
+
+@app.post("/predict/batch", response_model=BatchResponse)
+async def predict_batch(request: Request) -> Response:
+    started = time.perf_counter()
+    body, content_type = await request.body(), request.headers.get("content-type")
+    listings = valid_batch(body, content_type)
+    if listings is not None:
+        count, good, errors = len(listings), list(enumerate(listings)), []
+    else:
+        rows = batch_rows(body, content_type)
+        count, (good, errors) = len(rows), validate_listings(rows)
+    if count > settings.max_batch_listings:
+        raise HTTPException(413, f"{count} listings exceed the maximum of {settings.max_batch_listings} per request")
+    prices: list[float | None] = [None] * count
+    warnings = []
     if good:
-        with xgb.config_context(nthread=1):
-            values = model.predict(listings_frame([listing.to_raw_row() for _, listing in good]))
-        for (index, _), price in zip(good, values, strict=True):
-            prices[index] = float(price)
-    return {"prices": prices, "errors": errors, "model_version": champion.version}
+        columns = listing_columns([listing for _, listing in good])
+        values, row_warnings = predict_rows(state["model"], columns)
+        _log(raw_rows(columns), values, "/predict/batch", started)
+        for (index, _), price, found in zip(good, values, row_warnings, strict=True):
+            prices[index] = price
+            if found:
+                warnings.append({"index": index, "warnings": found})
+    answer = BatchResponse(
+        prices=prices, errors=errors, warnings=warnings, model_version=state["version"] if good else None,
+        model_alias=settings.model_alias, request_id=uuid.uuid4().hex,
+    )  # fmt: skip
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
-@app.post("/explain")
-async def explain(listing: Listing) -> dict:
-    with xgb.config_context(nthread=1):
-        features = model.features(listings_frame([listing.to_raw_row()]))
-        matrix = xgb.DMatrix(features, enable_categorical=True)
-        explainers = [shap.TreeExplainer(booster) for booster in model.boosters]  # a bag averages its members
-        values = np.mean([explainer.shap_values(matrix)[0] for explainer in explainers], axis=0)
-    base = float(np.mean([np.ravel(explainer.expected_value)[0] for explainer in explainers]))
-    return {
-        "price": float(np.exp(base + values.sum())),
-        "base_value": base,
-        "contributions": [
-            {"feature": name, "shap": float(value)} for name, value in zip(features.columns, values, strict=True)
-        ],
-        "model_version": champion.version,
-    }
+@app.post("/explain", response_model=ExplainResponse)
+async def explain(listing: Listing, request: Request) -> ExplainResponse:
+    started, row = time.perf_counter(), listing.to_raw_row()
+    (result,) = explain_rows(state["model"], [row])
+    _log([row], [result["price"]], "/explain", started)
+    return ExplainResponse(
+        **result, model_version=state["version"], model_alias=settings.model_alias, request_id=uuid.uuid4().hex
+    )

@@ -1,18 +1,21 @@
-"""Benchmark: the Ray Serve app against the original single-process FastAPI + uvicorn design.
+"""Benchmark: the Ray Serve app against the strongest single-box alternative, on the real champion.
 
-One run starts a throwaway stack on loopback: its own MLflow server with a champion trained on
-the real sample (synthetic listings when ../shared is absent), its own Ray cluster running the
-Serve app from serve_app/serve_config.yaml, and the baseline (benchmarks/serve_baseline.py)
-serving the same champion in-process. wrk drives both with the same closed-loop load (each
-connection sends its next request when the last one is answered) at several concurrencies,
-alternating which system goes first, and the script prints ONE JSON object:
+Both systems serve the champion the pipeline trains on the real sample with default settings
+(benchmarks/real_champion.py) and answer real held-out listings as they appear, missing fields
+included (benchmarks/bench_stack.py). The baseline (benchmarks/serve_baseline.py) does the same
+work with the same code: validation, features, warnings, response models, inference log, the
+model and explainer loaded once; uvicorn runs one worker per core. wrk drives both with the same
+closed-loop load at 1, 4 and 16 connections, alternating which system goes first, and the script
+prints ONE JSON object:
 
     .venv/bin/python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--concurrency 1,4,16]
 
-Keys: predict.ratio / explain.ratio (Serve ÷ baseline requests/s at concurrency 16),
-batch_1000_p50_ms (Serve /predict/batch with 1,000 listings), failed_requests (Serve), and
-per-concurrency requests/s, p50 and p99 for both systems. The machine may be shared: load
-averages before and after are part of the output.
+Keys: predict.ratio / explain.ratio (Serve / baseline requests/s at 16 connections), per-concurrency
+requests/s, p50, p99 and CPU ms per request for both systems (``extra_cpu_ms_per_request``: what
+Serve spends beyond the baseline on each request, the part no model change removes),
+batch_1000_p50_ms (/predict/batch of 1,000 real listings), explain_p50_ms_c1,
+predict_one_in_process_ms (one listing through predict_rows, no HTTP, one thread),
+failed_requests, model {trees, max_depth, bag_size}. Load averages before and after are included.
 """
 
 from __future__ import annotations
@@ -24,88 +27,27 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SAMPLE = Path(os.environ.get("RAYESTATE_SHARED_DIR", REPO.parent / "shared")) / "data" / "realtor" / "realtor.parquet"
-MODEL_NAME = "rayestate-price-bench"
+sys.path.insert(0, str(REPO))
+
+from benchmarks import real_champion  # noqa: E402
+from benchmarks.bench_stack import ServeStack, model_shape, real_listings, write_bodies  # noqa: E402
+from benchmarks.haproxy_ingress import haproxy_ingress_env  # noqa: E402
+from rayestate import localstack  # noqa: E402
+from rayestate.schema import Listing  # noqa: E402
+from serve_app.inference import predict_rows  # noqa: E402
+
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 HEADLINE_CONCURRENCY = 16
-
-sys.path.insert(0, str(REPO))
-from haproxy_ingress import haproxy_ingress_env  # noqa: E402
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).is_success:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-def start(argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def listings(rows: int) -> tuple[pd.DataFrame, str]:
-    """Listings with price: the real sample when available, else synthetic ones."""
-    if SAMPLE.is_file():
-        frame = pd.read_parquet(SAMPLE)
-        frame = frame[frame["price"].between(10_000, 50_000_000)].reset_index(drop=True)
-        return frame.sample(frac=1.0, random_state=0).reset_index(drop=True).head(rows), "realtor sample"
-    from serve_app.sample_model import synthetic_listings
-
-    return synthetic_listings(rows, seed=0), "synthetic"
-
-
-def request_bodies(frame: pd.DataFrame) -> list[dict]:
-    """Listings as API bodies; rows the API would reject (e.g. missing beds) are skipped."""
-    from pydantic import ValidationError
-
-    from rayestate.schema import Listing
-
-    bodies = []
-    for row in frame.drop(columns=["price"]).to_dict("records"):
-        clean = {k: v for k, v in row.items() if v is not None and v == v}
-        if "zip_code" in clean:
-            clean["zip_code"] = f"{int(clean['zip_code']):05d}"
-        try:
-            bodies.append(Listing.model_validate(clean).model_dump(exclude_none=True))
-        except ValidationError:
-            continue
-    return bodies
+# --- measuring -----------------------------------------------------------------------------------
 
 
 def wrk(url: str, bodies: Path, concurrency: int, duration: int) -> dict:
@@ -118,14 +60,52 @@ def wrk(url: str, bodies: Path, concurrency: int, duration: int) -> dict:
     if line is None:
         raise RuntimeError(f"wrk failed: {result.stdout[-500:]} {result.stderr[-500:]}")
     raw = json.loads(line[len("WRK_JSON ") :])
-    failed = raw["non2xx"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
     return {
         "rps": raw["requests"] / (raw["duration_us"] / 1e6),
         "p50_ms": raw["p50_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
         "requests": raw["requests"],
-        "failed": failed,
+        "failed": raw["non2xx"] + raw["connect"] + raw["read"] + raw["write"] + raw["timeout"],
     }
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def measured(url: str, bodies: Path, concurrency: int, duration: int, processes) -> dict:
+    """One wrk run plus the CPU the system's processes (``processes()`` lists them) spent on it, per request."""
+    pids = processes()
+    before = cpu_seconds(pids)
+    result = wrk(url, bodies, concurrency, duration)
+    spent = cpu_seconds(pids) - before
+    drain(url, bodies)
+    return {**result, "cpu_ms_per_request": 1000 * spent / max(result["requests"], 1)}
 
 
 def drain(url: str, bodies: Path) -> None:
@@ -139,9 +119,43 @@ def summarize(runs: list[dict]) -> dict:
         "rps": round(statistics.mean(r["rps"] for r in runs), 1),
         "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
         "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+        "cpu_ms_per_request": round(statistics.median(r["cpu_ms_per_request"] for r in runs), 2),
         "requests": sum(r["requests"] for r in runs),
         "failed": sum(r["failed"] for r in runs),
     }
+
+
+def one_listing_ms(model, listing: dict, calls: int = 2000) -> float:
+    """Median in-process time of predict_rows on one listing (one thread), as a replica runs it."""
+    row = [Listing.model_validate(listing).to_raw_row()]
+    for _ in range(200):
+        predict_rows(model, row)
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        predict_rows(model, row)
+        times.append(time.perf_counter() - started)
+    return round(1000 * statistics.median(times), 3)
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def start_baseline(stack: ServeStack, workers: int) -> tuple[str, subprocess.Popen]:
+    port = localstack.free_port()
+    env = {
+        **os.environ, "RAYESTATE_MLFLOW_TRACKING_URI": stack.mlflow.uri,
+        "RAYESTATE_MODEL_NAME": real_champion.MODEL_NAME, "RAYESTATE_STATE_DIR": str(stack.root / "baseline-state"),
+        "RAYESTATE_INFERENCE_LOG": str(stack.inference_log), "PYTHONPATH": str(REPO),
+    }  # fmt: skip
+    command = [
+        str(localstack.BIN / "uvicorn"), "serve_baseline:app", "--app-dir", str(Path(__file__).parent),
+        "--host", localstack.LOOPBACK, "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+    ]  # fmt: skip
+    process = localstack.start_process(command, stack.root / "baseline.log", env=env)
+    url = f"http://{localstack.LOOPBACK}:{port}"
+    localstack.wait_http(f"{url}/openapi.json", timeout=300, process=process)
+    return url, process
 
 
 def main() -> None:
@@ -149,160 +163,110 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per measurement")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated connection counts")
-    parser.add_argument("--train-rows", type=int, default=30_000)
-    parser.add_argument(
-        "--ingress", choices=("proxy", "haproxy"), default="proxy", help="Serve's Python proxy or HAProxy"
-    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="baseline uvicorn workers")
+    parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="proxy", help="Serve's proxy or HAProxy")
     parser.add_argument("--ray-env", action="append", default=[], help="extra KEY=VALUE for the Ray cluster")
-    parser.add_argument("--serve-config", type=Path, default=REPO / "serve_app" / "serve_config.yaml")
+    parser.add_argument("--serve-config", type=Path, default=localstack.SERVE_CONFIG)
     options = parser.parse_args()
     concurrencies = sorted({int(c) for c in options.concurrency.split(",")} | {HEADLINE_CONCURRENCY})
     report_to, sys.stdout = sys.stdout, sys.stderr  # MLflow and Ray print progress; stdout is the JSON only
+    load_before = os.getloadavg()
 
-    root = Path(tempfile.mkdtemp(prefix="rayestate-serve-bench-"))
+    bodies, rejected = real_listings()
+    haproxy_dir = Path("/tmp") / f"rehap-{os.getpid()}"  # short: HAProxy's unix socket path has a length limit
     ray_env = {}
-    haproxy_dir = Path(tempfile.mkdtemp(prefix="rehap-", dir="/tmp"))  # short: unix socket path limit
     if options.ingress == "haproxy":
-        ports = {"stats_port": free_port(), "metrics_port": free_port(), "fallback_port": free_port()}
+        haproxy_dir.mkdir(exist_ok=True)
+        ports = {"stats_port": localstack.free_port(), "metrics_port": localstack.free_port(),
+                 "fallback_port": localstack.free_port()}  # fmt: skip
         ray_env = haproxy_ingress_env(haproxy_dir, **ports)
     ray_env.update(item.split("=", 1) for item in options.ray_env)
-    processes: list[subprocess.Popen] = []
-    load_before = os.getloadavg()
+    baseline = None
     try:
-        # --- MLflow with a champion -------------------------------------------------------
-        mlflow_port = free_port()
-        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
-        processes.append(
-            start(
-                [
-                    str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                    "--artifacts-destination", str(root / "artifacts"),
-                    "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
-                ],
-                root / "mlflow.log",
-            )
-        )  # fmt: skip
-        wait_http(f"{tracking_uri}/health", processes[-1], root / "mlflow.log")
-        from serve_app.sample_model import register_champion, train_price_model
+        with ServeStack(serve_config=options.serve_config, ray_env=ray_env) as stack:
+            predict_file = write_bodies(stack.root / "listings.jsonl", bodies[:500])
+            batch_file = write_bodies(stack.root / "batch1000.jsonl", [{"listings": bodies[:1000]}])
+            baseline_url, baseline = start_baseline(stack, options.workers)
 
-        frame, source = listings(options.train_rows + 2_000)
-        train, held_out = frame.head(options.train_rows), frame.tail(2_000)
-        model = train_price_model(train, rounds=200, max_depth=7)
-        register_champion(tracking_uri, model, train, name=MODEL_NAME)
-        bodies = request_bodies(held_out)
-        predict_file = root / "listings.jsonl"
-        predict_file.write_text("\n".join(json.dumps(b) for b in bodies[:500]) + "\n")
-        batch_file = root / "batch1000.jsonl"
-        batch_file.write_text(json.dumps({"listings": bodies[:1000]}) + "\n")
+            # Ray's processes (GCS, raylet, proxy, replicas) are this process's descendants, and so is the
+            # baseline: Serve's CPU is everything below this process but the baseline and this driver.
+            def serve_processes(baseline_pid=baseline.pid) -> list[int]:
+                return sorted(set(descendants(os.getpid())) - set(descendants(baseline_pid)) - {os.getpid()})
 
-        # --- Ray + the Serve app ----------------------------------------------------------
-        os.environ.update(ray_env)
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        import ray
-        from ray import serve
-        from serve_app.deploy import adapt_config, deploy_config, load_config, wait_ready
-
-        dashboard_port = free_port()
-        ray.init(
-            address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=True,
-            dashboard_host="127.0.0.1", dashboard_port=dashboard_port, log_to_driver=False,
-        )  # fmt: skip
-        serve_port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": serve_port})
-        config = adapt_config(
-            load_config(options.serve_config),
-            port=serve_port,
-            args={"mlflow_tracking_uri": tracking_uri, "model_name": MODEL_NAME, "state_dir": str(root / "state")},
-        )
-        deploy_config(f"http://127.0.0.1:{dashboard_port}", config)
-        serve_url = f"http://127.0.0.1:{serve_port}"
-        wait_ready(serve_url)
-
-        # --- the baseline -----------------------------------------------------------------
-        baseline_port = free_port()
-        env = {**os.environ, "RAYESTATE_MLFLOW_TRACKING_URI": tracking_uri, "RAYESTATE_MODEL_NAME": MODEL_NAME}
-        processes.append(
-            start(
-                [
-                    str(BIN / "uvicorn"), "serve_baseline:app", "--app-dir", str(Path(__file__).parent),
-                    "--host", "127.0.0.1", "--port", str(baseline_port), "--log-level", "warning",
-                ],
-                root / "baseline.log",
-                env,
-            )
-        )  # fmt: skip
-        baseline_url = f"http://127.0.0.1:{baseline_port}"
-        wait_http(f"{baseline_url}/openapi.json", processes[-1], root / "baseline.log")
-
-        # --- measurements, alternating systems --------------------------------------------
-        systems = {"serve": serve_url, "baseline": baseline_url}
-        cases = [("predict", "/predict", predict_file, c) for c in concurrencies]
-        cases += [("explain", "/explain", predict_file, c) for c in concurrencies]
-        cases += [("batch_1000", "/predict/batch", batch_file, 1)]
-        for url in systems.values():  # warm-up: first calls, batch queues, caches
-            for _, path, bodies_file, _ in cases:
-                wrk(url + path, bodies_file, 4, 2)
-                drain(url + path, bodies_file)
-        runs: dict[tuple, list[dict]] = {}
-        for round_index in range(options.rounds):
-            for endpoint, path, bodies_file, concurrency in cases:
-                order = list(systems) if round_index % 2 == 0 else list(reversed(systems))
-                for system in order:
-                    result = wrk(systems[system] + path, bodies_file, concurrency, options.duration)
-                    drain(systems[system] + path, bodies_file)
-                    runs.setdefault((endpoint, concurrency, system), []).append(result)
-
-        report: dict = {
-            "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
-            "setup": {
-                "data": source,
-                "train_rows": len(train),
-                "trees": 200,
-                "max_depth": 7,
-                "duration_s": options.duration,
-                "rounds": options.rounds,
-                "ingress": options.ingress,
-                "ray_env": ray_env,
-                "serve_config": str(options.serve_config.resolve()).removeprefix(f"{REPO}/"),
-            },
-        }
-        for endpoint in ("predict", "explain"):
-            by_concurrency = {}
-            for concurrency in concurrencies:
-                serve_stats = summarize(runs[(endpoint, concurrency, "serve")])
-                base_stats = summarize(runs[(endpoint, concurrency, "baseline")])
-                by_concurrency[str(concurrency)] = {
-                    "serve": serve_stats,
-                    "baseline": base_stats,
-                    "ratio": round(serve_stats["rps"] / base_stats["rps"], 3) if base_stats["rps"] else None,
-                }
-            report[endpoint] = {
-                "ratio": by_concurrency[str(HEADLINE_CONCURRENCY)]["ratio"],
-                "concurrency": HEADLINE_CONCURRENCY,
-                "by_concurrency": by_concurrency,
+            systems = {
+                "serve": (stack.url, serve_processes),
+                "baseline": (baseline_url, lambda pid=baseline.pid: descendants(pid)),
             }
-        batch_serve = summarize(runs[("batch_1000", 1, "serve")])
-        batch_base = summarize(runs[("batch_1000", 1, "baseline")])
-        report["batch_1000_p50_ms"] = batch_serve["p50_ms"]
-        report["batch_1000"] = {"serve": batch_serve, "baseline": batch_base}
-        report["failed_requests"] = sum(r["failed"] for key, rs in runs.items() if key[2] == "serve" for r in rs)
-        report["baseline_failed_requests"] = sum(
-            r["failed"] for key, rs in runs.items() if key[2] == "baseline" for r in rs
-        )
+            cases = [("predict", "/predict", predict_file, c) for c in concurrencies]
+            cases += [("explain", "/explain", predict_file, c) for c in concurrencies]
+            cases += [("batch_1000", "/predict/batch", batch_file, 1)]
+            for url, _ in systems.values():  # warm-up: first calls, batch queues, caches
+                for _, path, bodies_file, _ in cases:
+                    wrk(url + path, bodies_file, 4, 2)
+                    drain(url + path, bodies_file)
+            runs: dict[tuple, list[dict]] = {}
+            for round_index in range(options.rounds):
+                for endpoint, path, bodies_file, concurrency in cases:
+                    order = list(systems) if round_index % 2 == 0 else list(reversed(systems))
+                    for system in order:
+                        url, processes = systems[system]
+                        result = measured(url + path, bodies_file, concurrency, options.duration, processes)
+                        runs.setdefault((endpoint, concurrency, system), []).append(result)
+            one_ms = one_listing_ms(stack.model, bodies[0])
+            report = _report(runs, concurrencies, stack, options, one_ms, rejected, len(bodies), load_before)
         print(json.dumps(report), file=report_to, flush=True)
     finally:
-        try:
-            import ray
-            from ray import serve
+        if baseline is not None:
+            localstack.stop_process(baseline)
+        shutil.rmtree(haproxy_dir, ignore_errors=True)
 
-            if ray.is_initialized():
-                serve.shutdown()
-                ray.shutdown()
-        finally:
-            for process in reversed(processes):
-                stop(process)
-            shutil.rmtree(root, ignore_errors=True)
-            shutil.rmtree(haproxy_dir, ignore_errors=True)
+
+def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, load_before) -> dict:
+    report: dict = {
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "model": {**model_shape(stack.model), "test_metrics": stack.champion.get("metrics", {})},
+        "setup": {
+            "data": "real sample rows 80,000-99,999 as they appear (missing fields left out)",
+            "listings_rejected_by_the_api": rejected,
+            "listings_sent": listings,
+            "duration_s": options.duration,
+            "rounds": options.rounds,
+            "baseline_workers": options.workers,
+            "ingress": options.ingress,
+            "serve_config": str(Path(options.serve_config).resolve()).removeprefix(f"{REPO}/"),
+        },
+    }
+    for endpoint in ("predict", "explain"):
+        by_concurrency = {}
+        for concurrency in concurrencies:
+            serve_stats = summarize(runs[(endpoint, concurrency, "serve")])
+            base_stats = summarize(runs[(endpoint, concurrency, "baseline")])
+            by_concurrency[str(concurrency)] = {
+                "serve": serve_stats,
+                "baseline": base_stats,
+                "ratio": round(serve_stats["rps"] / base_stats["rps"], 3) if base_stats["rps"] else None,
+                "extra_cpu_ms_per_request": round(
+                    serve_stats["cpu_ms_per_request"] - base_stats["cpu_ms_per_request"], 2
+                ),
+            }
+        report[endpoint] = {
+            "ratio": by_concurrency[str(HEADLINE_CONCURRENCY)]["ratio"],
+            "concurrency": HEADLINE_CONCURRENCY,
+            "by_concurrency": by_concurrency,
+        }
+    batch_serve = summarize(runs[("batch_1000", 1, "serve")])
+    batch_base = summarize(runs[("batch_1000", 1, "baseline")])
+    report["batch_1000_p50_ms"] = batch_serve["p50_ms"]
+    report["batch_1000"] = {"serve": batch_serve, "baseline": batch_base}
+    report["explain_p50_ms_c1"] = (
+        report["explain"]["by_concurrency"]["1"]["serve"]["p50_ms"] if 1 in concurrencies else None
+    )
+    report["predict_one_in_process_ms"] = one_ms
+    report["failed_requests"] = sum(r["failed"] for key, rs in runs.items() if key[2] == "serve" for r in rs)
+    report["baseline_failed_requests"] = sum(
+        r["failed"] for key, rs in runs.items() if key[2] == "baseline" for r in rs
+    )
+    return report
 
 
 if __name__ == "__main__":
