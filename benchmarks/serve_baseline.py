@@ -27,7 +27,7 @@ from rayestate.inference_log import InferenceLogWriter
 from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
 from rayestate.settings import load_settings
-from serve_app.contract import batch_rows, listing_columns, raw_rows, valid_batch, validate_listings
+from serve_app.contract import batch_rows, raw_rows, valid_batch, validate_listings, validated_columns
 from serve_app.inference import explain_rows, predict_rows
 
 settings = load_settings()
@@ -85,7 +85,7 @@ async def predict_batch(request: Request) -> Response:
     prices: list[float | None] = [None] * count
     warnings = []
     if good:
-        columns = listing_columns([listing for _, listing in good])
+        columns = validated_columns([listing for _, listing in good])
         values, row_warnings = predict_rows(state["model"], columns)
         _log(raw_rows(columns), values, "/predict/batch", started)
         for (index, _), price, found in zip(good, values, row_warnings, strict=True):

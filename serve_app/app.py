@@ -32,10 +32,10 @@ from serve_app.contract import (
     BATCH_OPENAPI,
     batch_rows,
     field_errors,
-    listing_columns,
     raw_rows,
     valid_batch,
     validate_listings,
+    validated_columns,
 )
 from serve_app.deployments import Explainer, Predictor
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
@@ -182,7 +182,7 @@ class Api:
         warnings = []
         version = None
         if good:
-            columns = listing_columns([listing for _, listing in good])
+            columns = validated_columns([listing for _, listing in good])
             result = await self._predict_in_chunks(columns, len(good))
             version = result["model_version"]
             request.state.model_version = version

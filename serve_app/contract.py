@@ -98,13 +98,13 @@ def batch_rows(body: bytes, content_type: str | None) -> list[Any]:
         ) from None
 
 
-def listing_columns(listings: list[Listing]) -> dict[str, list]:
+def validated_columns(listings: list[Listing]) -> dict[str, list]:
     """Validated listings as columns: one list per field (pickles far smaller than 1,000 dicts)."""
     return {name: [getattr(listing, name) for listing in listings] for name in Listing.model_fields}
 
 
 def raw_rows(columns: dict[str, list]) -> list[dict]:
-    """listing_columns() back as raw-schema rows (zip as a float, like the dataset), for the log."""
+    """validated_columns() back as raw-schema rows (zip as a float, like the dataset), for the log."""
     columns = {**columns, "zip_code": [None if z is None else float(z) for z in columns["zip_code"]]}
     names = list(columns)
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
