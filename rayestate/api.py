@@ -60,6 +60,17 @@ class DollarEffect(BaseModel):
     factor: float = Field(description="exp(shap): the feature's exact multiplicative effect on the price")
 
 
+class GroupEffect(BaseModel):
+    group: str = Field(description="An input group (location, living_area, ...) or a pair of them joined by '*'")
+    label: str
+    shap: float = Field(description="Sum of the exact SHAP values of the features read from this group alone")
+    effect_pct: float = Field(description="100 * (exp(shap) - 1): the group's multiplicative effect on the price, %")
+    dollars: float = Field(description="Share of price - base_price (the dollar_effects rule); these add up to it")
+    inputs: dict[str, str | float] = Field(
+        description="The listing's values for this group's fields ('missing' if left out)"
+    )
+
+
 class ExplainResponse(BaseModel):
     price: float
     log_price: float = Field(description="The model's output; equals base_value + sum(shap)")
@@ -68,6 +79,9 @@ class ExplainResponse(BaseModel):
     output_space: Literal["log_price"]
     contributions: list[Contribution]
     dollar_effects: list[DollarEffect]
+    groups: list[GroupEffect] = Field(
+        description="The explanation in the listing's own fields; base_value + sum of shap == log_price"
+    )
     model_version: str
     model_alias: str
     request_id: str

@@ -75,6 +75,46 @@ FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
     "te_broker_ppsf_x_size": ("brokered_by", "house_size"),
 }  # fmt: skip
 
+#: The listing's inputs as a person thinks of them: an explanation sums SHAP values per group.
+INPUT_GROUPS: dict[str, tuple[str, ...]] = {
+    "location": LOCATION,
+    "living_area": ("house_size",),
+    "bedrooms": ("bed",),
+    "bathrooms": ("bath",),
+    "lot": ("acre_lot",),
+    "sale_history": ("prev_sold_date",),
+    "broker_street_ids": ("brokered_by", "street"),
+    "status": ("status",),
+}
+GROUP_LABELS = {
+    "location": "location (state, city, ZIP)", "living_area": "living area", "bedrooms": "bedrooms",
+    "bathrooms": "bathrooms", "lot": "lot size", "sale_history": "sale history",
+    "broker_street_ids": "broker and street IDs", "status": "listing status",
+}  # fmt: skip
+_GROUP_OF_INPUT = {field: group for group, fields in INPUT_GROUPS.items() for field in fields}
+
+
+def feature_group(feature: str) -> str:
+    """The explanation group of a feature: its one input group, or an explicit pair ("location*living_area").
+
+    A feature read from two groups (the ZIP's price per sq ft times the living area) is never split
+    between them by a guess: it is a group of its own. More than two groups would be a new kind of
+    feature, and an error here.
+    """
+    groups = tuple(dict.fromkeys(_GROUP_OF_INPUT[field] for field in FEATURE_INPUTS[feature]))
+    if len(groups) > 2:
+        raise ValueError(f"feature {feature!r} reads {len(groups)} input groups; explanations group by two at most")
+    return "*".join(sorted(groups, key=list(INPUT_GROUPS).index))
+
+
+def group_label(group: str) -> str:
+    return " × ".join(GROUP_LABELS[part] for part in group.split("*"))
+
+
+#: Every feature's group, and every group's features (pairs included), in FEATURES order.
+FEATURE_GROUPS: dict[str, str] = {feature: feature_group(feature) for feature in FEATURES}
+GROUPS: tuple[str, ...] = (*INPUT_GROUPS, *dict.fromkeys(g for g in FEATURE_GROUPS.values() if "*" in g))
+
 #: What each model feature means, for explanations shown to people.
 FEATURE_LABELS = {
     "bed": "bedrooms",

@@ -20,7 +20,16 @@ import math
 import numpy as np
 import xgboost as xgb
 
-from rayestate.features import FEATURE_LABELS, Columns, ListingKeys, listing_columns
+from rayestate.features import (
+    FEATURE_GROUPS,
+    FEATURE_LABELS,
+    GROUPS,
+    INPUT_GROUPS,
+    Columns,
+    ListingKeys,
+    group_label,
+    listing_columns,
+)
 from rayestate.model import PriceModel
 from rayestate.schema import SIZE_FIELDS
 
@@ -77,14 +86,50 @@ def predict_rows(model: PriceModel, listings) -> tuple[list[float], list[list[st
     return prices.tolist(), row_warnings(model, columns, keys)
 
 
+def dollar_scale(base_value: float, shap: dict[str, float]) -> float:
+    """Dollars per unit of SHAP value: shares of price - exp(base_value) proportional to each value (module doc)."""
+    total = math.fsum(shap.values())
+    return math.exp(base_value) * (math.expm1(total) / total if abs(total) > 1e-12 else 1.0)
+
+
 def dollar_effects(base_value: float, shap: dict[str, float]) -> list[dict]:
     """Per-feature dollar effects that add up exactly to price - exp(base_value) (see module doc)."""
-    total = math.fsum(shap.values())
-    scale = math.exp(base_value) * (math.expm1(total) / total if abs(total) > 1e-12 else 1.0)
+    scale = dollar_scale(base_value, shap)
     return [
         {"feature": name, "label": FEATURE_LABELS.get(name, name), "dollars": value * scale, "factor": math.exp(value)}
         for name, value in shap.items()
     ]
+
+
+def group_effects(base_value: float, shap: dict[str, float], listing: dict) -> list[dict]:
+    """The explanation in the listing's own fields: per input group, the sum of its features' SHAP values.
+
+    Exact like the features' (base_value + sum of group SHAP values == log_price), each with its
+    multiplicative effect, its share of the dollar difference (the dollar_effects rule) and the
+    values the user gave for its inputs ("missing" where left out). A feature read from two groups
+    is a pair group of its own (rayestate.features.feature_group).
+    """
+    totals = dict.fromkeys(GROUPS, 0.0)
+    for name, value in shap.items():
+        totals[FEATURE_GROUPS[name]] += value
+    scale = dollar_scale(base_value, shap)
+    groups = []
+    for group, value in totals.items():
+        fields = [field for part in group.split("*") for field in INPUT_GROUPS[part]]
+        inputs = {field: _shown_input(field, listing.get(field)) for field in fields}
+        groups.append(
+            {"group": group, "label": group_label(group), "shap": value, "effect_pct": 100 * math.expm1(value),
+             "dollars": value * scale, "inputs": inputs}
+        )  # fmt: skip
+    return sorted(groups, key=lambda g: -abs(g["shap"]))
+
+
+def _shown_input(field: str, value) -> str | float:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "missing"
+    if field == "zip_code":
+        return f"{int(float(value)):05d}"  # the dataset stores ZIPs as floats (601.0 is 00601)
+    return value
 
 
 def _json_value(value):
@@ -101,7 +146,7 @@ def explain_rows(model: PriceModel, rows: list[dict]) -> list[dict]:
         explanations = model.explain(columns, keys)  # log_price: the model's own output, not base + sum(shap)
     warnings = row_warnings(model, columns, keys)
     results = []
-    for explanation, row_warning in zip(explanations, warnings, strict=True):
+    for row, explanation, row_warning in zip(rows, explanations, warnings, strict=True):
         log_price = explanation.log_price
         contributions = sorted(
             (
@@ -125,6 +170,7 @@ def explain_rows(model: PriceModel, rows: list[dict]) -> list[dict]:
                 "output_space": "log_price",
                 "contributions": contributions,
                 "dollar_effects": sorted(effects, key=lambda e: -abs(e["dollars"])),
+                "groups": group_effects(explanation.base_value, explanation.shap, row),
                 "warnings": row_warning,
             }
         )

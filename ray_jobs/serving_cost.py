@@ -1,0 +1,96 @@
+"""What a model costs to serve, measured: exact TreeSHAP milliseconds and prediction microseconds per row.
+
+Serving cost is part of choosing the model, as accuracy is (Settings.explain_budget_ms and
+predict_budget_us). Both are XGBoost's own time on the boosters (the feature transform excluded,
+it is the same for every model), at one thread, summed over a bag's members, on a fixed sample of
+validation rows. Time is the calling thread's CPU time (XGBoost at one thread computes in the
+calling thread), the minimum over a few repeats: the other Tune trial, Ray and anything else on
+the machine then barely move it, where wall-clock time on a busy 2-core box doubles.
+
+A booster's first k trees are a model of their own (``iteration_range``), and both costs grow with
+the trees: :func:`trees_within` finds the longest prefix within the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import xgboost as xgb
+
+from rayestate.model import FEATURE_TYPES
+from rayestate.features import FEATURES
+
+EXPLAIN_ROWS = 32
+PREDICT_ROWS = 1_000
+REPEATS = 3
+
+
+@dataclass(frozen=True)
+class ServingCost:
+    explain_ms_per_row: float
+    predict_us_per_row: float
+    trees: int
+
+    def within(self, explain_budget_ms: float, predict_budget_us: float) -> bool:
+        return self.explain_ms_per_row <= explain_budget_ms and self.predict_us_per_row <= predict_budget_us
+
+    def as_metrics(self, prefix: str = "serving_cost.") -> dict[str, float]:
+        return {f"{prefix}{k}": float(v) for k, v in asdict(self).items()}
+
+
+def _cpu_seconds(call, repeats: int) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        started = time.thread_time()
+        call()
+        best = min(best, time.thread_time() - started)
+    return best
+
+
+def measure(boosters: list[xgb.Booster], sample: np.ndarray, *, trees: int | None = None) -> ServingCost:
+    """The cost of the boosters' first ``trees`` rounds each (all of them by default) on ``sample`` rows.
+
+    ``sample`` is a feature matrix (rows x FEATURES, as rayestate.features.FeatureTransform.matrix
+    gives it); its first EXPLAIN_ROWS rows are explained, its first PREDICT_ROWS rows predicted.
+    """
+    explain_rows, predict_rows = sample[:EXPLAIN_ROWS], sample[:PREDICT_ROWS]
+    dmatrix = xgb.DMatrix(explain_rows, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True)
+    explain_s = predict_s = 0.0
+    counted = 0
+    with xgb.config_context(nthread=1):
+        for booster in boosters:
+            rounds = booster.num_boosted_rounds() if trees is None else min(trees, booster.num_boosted_rounds())
+            window = (0, rounds)
+            counted += rounds
+            explain_s += _cpu_seconds(lambda: booster.predict(dmatrix, pred_contribs=True, iteration_range=window), REPEATS)
+            predict_s += _cpu_seconds(
+                lambda: booster.inplace_predict(predict_rows, iteration_range=window, validate_features=False), REPEATS
+            )
+    return ServingCost(
+        explain_ms_per_row=round(1000 * explain_s / len(explain_rows), 4),
+        predict_us_per_row=round(1e6 * predict_s / len(predict_rows), 3),
+        trees=counted,
+    )
+
+
+def trees_within(
+    boosters: list[xgb.Booster], sample: np.ndarray, *, explain_budget_ms: float, predict_budget_us: float
+) -> tuple[int, ServingCost]:
+    """The most rounds per booster (a prefix of each) whose cost fits both budgets, and that cost.
+
+    Costs grow about linearly with the rounds kept, so the first guess scales the full model's cost
+    down to the budget; each further guess rescales from the last measurement, and a prefix is only
+    accepted once measured within budget. Returns (0, cost of one round) when not even one fits.
+    """
+    rounds = min(b.num_boosted_rounds() for b in boosters)
+    cost = measure(boosters, sample, trees=rounds)
+    for _ in range(6):
+        if cost.within(explain_budget_ms, predict_budget_us):
+            return rounds, cost
+        scale = min(explain_budget_ms / cost.explain_ms_per_row, predict_budget_us / cost.predict_us_per_row)
+        rounds = min(rounds - 1, max(1, math.floor(rounds * scale * 0.98)))
+        cost = measure(boosters, sample, trees=rounds)
+    return (rounds, cost) if cost.within(explain_budget_ms, predict_budget_us) else (0, cost)
