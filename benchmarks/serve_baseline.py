@@ -102,7 +102,7 @@ async def predict_batch(request: Request) -> Response:
 @app.post("/explain", response_model=ExplainResponse)
 async def explain(listing: Listing, request: Request) -> ExplainResponse:
     started, row = time.perf_counter(), listing.to_raw_row()
-    (result,) = explain_rows(state["model"], [row])
+    (result,) = explain_rows(state["model"], [row], comparables=settings.comparables_k)
     _log([row], [result["price"]], "/explain", started)
     return ExplainResponse(
         **result, model_version=state["version"], model_alias=settings.model_alias, request_id=uuid.uuid4().hex

@@ -113,6 +113,7 @@ def train_and_decide(
             nthread=os.cpu_count(),
             bag_size=settings.bag_size,
             augment=settings.augment_missing_sizes,
+            comparables_rows=settings.comparables_rows,
             meta={"valid_mae_log": result.best_valid_mae, "training_batches": batches},
         )
     return register_and_decide(

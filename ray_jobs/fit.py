@@ -16,6 +16,7 @@ import pandas as pd
 import xgboost as xgb
 
 from ray_jobs.augment import with_masked_copies
+from rayestate.comparables import ComparablesIndex
 from rayestate.features import FeatureTransform, log_price
 from rayestate.model import PriceModel
 
@@ -108,6 +109,7 @@ def refit(
     nthread: int | None = None,
     bag_size: int = 1,
     augment: bool = True,
+    comparables_rows: int = 250_000,
     meta: dict | None = None,
 ) -> PriceModel:
     """Final model on all of ``df`` (train + valid) with the chosen parameters and round count.
@@ -115,7 +117,8 @@ def refit(
     The transform is refitted on the same rows (out-of-fold encodings for training), so the
     served transform has seen every non-test row. ``bag_size`` boosters differ only in their
     seed (row and column sampling); the model averages them (see PriceModel). ``augment`` adds
-    masked copies when the rows lack missing sizes (ray_jobs.augment).
+    masked copies when the rows lack missing sizes (ray_jobs.augment). The model keeps up to
+    ``comparables_rows`` of these rows as its comparable homes (rayestate.comparables).
     """
     transform, x = FeatureTransform.fit_transform(df, seed=seed)
     params = {**params, "nthread": nthread or params.get("nthread", 1)}
@@ -138,7 +141,8 @@ def refit(
         "masked_copies": copies,
         **(meta or {}),
     }
-    return PriceModel(boosters=boosters, transform=transform, meta=meta)
+    comparables = ComparablesIndex.build(df, max_rows=comparables_rows, seed=seed)
+    return PriceModel(boosters=boosters, transform=transform, meta=meta, comparables=comparables)
 
 
 def _samples_randomly(params: dict) -> bool:

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import xgboost as xgb
 
-from rayestate.model import FEATURE_TYPES
 from rayestate.features import FEATURES
+from rayestate.model import FEATURE_TYPES
 
 EXPLAIN_ROWS = 32
 PREDICT_ROWS = 1_000
@@ -57,7 +57,9 @@ def measure(boosters: list[xgb.Booster], sample: np.ndarray, *, trees: int | Non
     gives it); its first EXPLAIN_ROWS rows are explained, its first PREDICT_ROWS rows predicted.
     """
     explain_rows, predict_rows = sample[:EXPLAIN_ROWS], sample[:PREDICT_ROWS]
-    dmatrix = xgb.DMatrix(explain_rows, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True)
+    dmatrix = xgb.DMatrix(
+        explain_rows, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True
+    )
     explain_s = predict_s = 0.0
     counted = 0
     with xgb.config_context(nthread=1):
@@ -65,9 +67,12 @@ def measure(boosters: list[xgb.Booster], sample: np.ndarray, *, trees: int | Non
             rounds = booster.num_boosted_rounds() if trees is None else min(trees, booster.num_boosted_rounds())
             window = (0, rounds)
             counted += rounds
-            explain_s += _cpu_seconds(lambda: booster.predict(dmatrix, pred_contribs=True, iteration_range=window), REPEATS)
+            explain_s += _cpu_seconds(
+                lambda b=booster, w=window: b.predict(dmatrix, pred_contribs=True, iteration_range=w), REPEATS
+            )
             predict_s += _cpu_seconds(
-                lambda: booster.inplace_predict(predict_rows, iteration_range=window, validate_features=False), REPEATS
+                lambda b=booster, w=window: b.inplace_predict(predict_rows, iteration_range=w, validate_features=False),
+                REPEATS,
             )
     return ServingCost(
         explain_ms_per_row=round(1000 * explain_s / len(explain_rows), 4),

@@ -71,6 +71,23 @@ class GroupEffect(BaseModel):
     )
 
 
+class Comparable(BaseModel):
+    """A listing from the model's training data like the one explained."""
+
+    match: str = Field(description="How it matches: same ZIP, same ZIP area, same city or same state")
+    distance: float = Field(description="How far its sizes are (0: the same living area, lot, bedrooms, bathrooms)")
+    price: float
+    status: str | None = None
+    prev_sold_date: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip_code: str | None = None
+    house_size: float | None = None
+    acre_lot: float | None = None
+    bed: float | None = None
+    bath: float | None = None
+
+
 class ExplainResponse(BaseModel):
     price: float
     log_price: float = Field(description="The model's output; equals base_value + sum(shap)")
@@ -82,6 +99,7 @@ class ExplainResponse(BaseModel):
     groups: list[GroupEffect] = Field(
         description="The explanation in the listing's own fields; base_value + sum of shap == log_price"
     )
+    comparables: list[Comparable] = Field(description="The most similar homes in the model's training data")
     model_version: str
     model_alias: str
     request_id: str

@@ -225,7 +225,7 @@ def _integer_text(numeric: np.ndarray, template: str, lower: float, upper: float
     return text
 
 
-def _keys(columns: Columns) -> dict[str, np.ndarray]:
+def grouping_keys(columns: Columns) -> dict[str, np.ndarray]:
     """The grouping keys each target encoding is computed over (text; None where unknown).
 
     ZIPs are 5-digit text ("00601": the dataset stores 601.0), the city key is "state|city".
@@ -277,7 +277,7 @@ class ListingKeys:
     def of(cls, listings) -> ListingKeys:
         """The keys of raw listings (Columns, or anything listing_columns reads)."""
         columns = listings if _is_columns(listings) else listing_columns(listings)
-        return cls(_keys(columns))
+        return cls(grouping_keys(columns))
 
     def values(self, name: str, table: KeyTable) -> np.ndarray:
         """The table's values per row (rows x encodings); NaN where the key is missing or unseen."""
@@ -346,7 +346,7 @@ def _targets(columns: Columns, y: np.ndarray) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class _Encoding:
-    key: str  # grouping key from _keys()
+    key: str  # grouping key from grouping_keys()
     target: str  # series from _targets()
     parent: str | None  # encoding unseen/rare keys back off to
 
@@ -417,7 +417,7 @@ class FeatureTransform:
         """Learn encodings from training rows (``target`` defaults to log of df.price)."""
         y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
         columns = listing_columns(df)
-        return cls._fitted(_keys(columns), _targets(columns, y))
+        return cls._fitted(grouping_keys(columns), _targets(columns, y))
 
     @classmethod
     def _fitted(cls, keys: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> FeatureTransform:
@@ -431,7 +431,7 @@ class FeatureTransform:
         """Fit on all rows, and return training features with out-of-fold encodings."""
         y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
         columns = listing_columns(df)
-        keys, targets = _keys(columns), _targets(columns, y)
+        keys, targets = grouping_keys(columns), _targets(columns, y)
         fitted = cls._fitted(keys, targets)
         features = fitted.feature_columns(columns, ListingKeys(keys))
         folds = np.random.default_rng(seed).integers(0, OOF_FOLDS, len(df))
@@ -472,7 +472,7 @@ class FeatureTransform:
         features["state"] = self._codes("state", columns["state"])
         features["status"] = self._codes("status", columns["status"])
         features["zip_number"] = columns["zip_code"]
-        features.update(self._encode(keys if keys is not None else ListingKeys(_keys(columns))))
+        features.update(self._encode(keys if keys is not None else ListingKeys(grouping_keys(columns))))
         _add_estimates(features)
         # Ratios and products of valid inputs can overflow (a bed count of 1e-308 is >= 0); XGBoost
         # refuses inf, and an overflowed feature carries no information, so it becomes missing.
@@ -522,7 +522,7 @@ class FeatureTransform:
     def known(self, listings, keys: ListingKeys | None = None) -> dict[str, np.ndarray]:
         """Per row, whether state / zip / city were seen in training (for response warnings)."""
         columns = listings if _is_columns(listings) else listing_columns(listings)
-        keys = keys if keys is not None else ListingKeys(_keys(columns))
+        keys = keys if keys is not None else ListingKeys(grouping_keys(columns))
         return {
             "state": ~np.isnan(self._codes("state", columns["state"])),
             # Fitted encodings are finite, so NaN means "no such key in training".

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
+from rayestate.comparables import ComparablesIndex
 from rayestate.features import CATEGORICAL_FEATURES, FEATURE_LABELS, FEATURES, FeatureTransform, ListingKeys
 
 #: How XGBoost types each feature (as training saw the frame): state and status are categorical.
@@ -47,6 +48,8 @@ class PriceModel:
     boosters: list[xgb.Booster]
     transform: FeatureTransform
     meta: dict = field(default_factory=dict)
+    #: The training listings shown as comparable homes (None for a model saved without them).
+    comparables: ComparablesIndex | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.boosters, xgb.Booster):
@@ -112,6 +115,8 @@ class PriceModel:
             booster.save_model(directory / booster_file(i))
         self.transform.save(directory / TRANSFORM_FILE)
         (directory / META_FILE).write_text(json.dumps(self.meta, default=str))
+        if self.comparables is not None:
+            self.comparables.save(directory)
         return directory
 
     @classmethod
@@ -126,7 +131,12 @@ class PriceModel:
             raise FileNotFoundError(f"no {BOOSTER_FILE} in {directory}")
         meta_path = directory / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        return cls(boosters=boosters, transform=FeatureTransform.load(directory / TRANSFORM_FILE), meta=meta)
+        return cls(
+            boosters=boosters,
+            transform=FeatureTransform.load(directory / TRANSFORM_FILE),
+            meta=meta,
+            comparables=ComparablesIndex.load(directory),
+        )
 
 
 def booster_file(index: int) -> str:

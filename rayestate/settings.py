@@ -104,6 +104,10 @@ class Settings(BaseSettings):
         description="Add copies of training rows with sizes masked (real patterns) when the training data lacks "
         "missing sizes, e.g. the course API's complete rows, so listings without them are priced from trained paths.",
     )
+    comparables_rows: int = Field(
+        250_000, ge=0, le=5_000_000, description="Training listings a model keeps to show as comparable homes."
+    )
+    comparables_k: int = Field(5, ge=0, le=50, description="Comparable homes /explain returns.")
     promotion_min_improvement: float = Field(
         0.0, ge=0, description="Required lower-bound improvement in MdAPE-like loss before promoting."
     )

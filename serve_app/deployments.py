@@ -114,6 +114,7 @@ class Explainer(ModelReplica):
         loaded = self._served.current
 
         def compute(batch: list[dict]) -> list[dict]:
-            return [{**result, "model_version": loaded.version} for result in explain_rows(loaded.model, batch)]
+            results = explain_rows(loaded.model, batch, comparables=self._settings.comparables_k)
+            return [{**result, "model_version": loaded.version} for result in results]
 
         return isolate_failures(compute, rows)

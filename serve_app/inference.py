@@ -138,15 +138,16 @@ def _json_value(value):
     return value
 
 
-def explain_rows(model: PriceModel, rows: list[dict]) -> list[dict]:
-    """Exact TreeSHAP per row (pred_contribs on the served booster), in log-price space and in dollars."""
+def explain_rows(model: PriceModel, rows: list[dict], *, comparables: int = 5) -> list[dict]:
+    """Exact TreeSHAP per row (pred_contribs on the served booster), in log-price space and in dollars,
+    with the listing's ``comparables`` most similar training homes."""
     columns = listing_columns(rows)
     keys = ListingKeys.of(columns)
     with xgb.config_context(nthread=XGB_THREADS):
         explanations = model.explain(columns, keys)  # log_price: the model's own output, not base + sum(shap)
     warnings = row_warnings(model, columns, keys)
     results = []
-    for row, explanation, row_warning in zip(rows, explanations, warnings, strict=True):
+    for i, (row, explanation, row_warning) in enumerate(zip(rows, explanations, warnings, strict=True)):
         log_price = explanation.log_price
         contributions = sorted(
             (
@@ -171,6 +172,7 @@ def explain_rows(model: PriceModel, rows: list[dict]) -> list[dict]:
                 "contributions": contributions,
                 "dollar_effects": sorted(effects, key=lambda e: -abs(e["dollars"])),
                 "groups": group_effects(explanation.base_value, explanation.shap, row),
+                "comparables": model.comparables.lookup(columns, i, k=comparables) if model.comparables else [],
                 "warnings": row_warning,
             }
         )

@@ -331,7 +331,9 @@ def test_builder_args_are_settings_and_the_graph_builds():
 
 def test_adapted_config_only_changes_what_it_is_asked_to():
     original = load_serve_config()
-    adapted = adapt_serve_config(original, port=1234, args={"model_name": "x"}, extra_apps={"down": {"model_name": "y"}})
+    adapted = adapt_serve_config(
+        original, port=1234, args={"model_name": "x"}, extra_apps={"down": {"model_name": "y"}}
+    )
     assert adapted["http_options"]["port"] == 1234
     assert [a["route_prefix"] for a in adapted["applications"]] == ["/", "/down"]
     assert adapted["applications"][1]["args"]["model_name"] == "y"
