@@ -84,19 +84,30 @@ def _step_name(contribution: Mapping) -> str:
     return f"{_label(contribution)}{' ' if value.startswith('≈') else ' = '}{value}"
 
 
-def waterfall_steps(explanation: Mapping, top: int = TOP_FEATURES) -> pd.DataFrame:
-    """Rows of the waterfall: base, the `top` largest |SHAP| features, the rest pooled, prediction.
+def _group_step_name(group: Mapping) -> str:
+    values = [value if isinstance(value, str) else compact(value) for value in (group.get("inputs") or {}).values()]
+    return f"{group['label']}: {', '.join(values)}" if values else group["label"]
 
-    ``start``/``end`` are dollars; ``end / start == factor == exp(shap)`` for every feature row,
-    and the last feature row ends at exp(base_value + sum(shap)), the predicted price.
+
+def waterfall_steps(explanation: Mapping, top: int = TOP_FEATURES, *, by: str = "groups") -> pd.DataFrame:
+    """Rows of the waterfall: base, the `top` largest |SHAP| groups (or features), the rest pooled, prediction.
+
+    ``by="groups"`` walks the listing's own fields (the API's ``groups``), ``by="features"`` the
+    model's engineered features. ``start``/``end`` are dollars; ``end / start == factor == exp(shap)``
+    for every step, and the last step ends at exp(base_value + sum(shap)), the predicted price.
     """
     base = float(explanation["base_value"])
-    items = sorted(explanation["contributions"], key=lambda c: -abs(c["shap"]))
+    if by == "groups":
+        items = [g for g in explanation.get("groups", []) if g["shap"] != 0.0]
+        name, other = _group_step_name, "other fields"
+    else:
+        items, name, other = explanation["contributions"], _step_name, "other features"
+    items = sorted(items, key=lambda c: -abs(c["shap"]))
     kept, rest = items[:top], items[top:]
     rows = [{"step": "Average home (base value)", "kind": "base", "start": None, "end": math.exp(base), "shap": 0.0}]
-    steps = [(_step_name(c), c["shap"]) for c in kept]
+    steps = [(name(c), c["shap"]) for c in kept]
     if rest:
-        steps.append((f"{len(rest)} other features", math.fsum(c["shap"] for c in rest)))
+        steps.append((f"{len(rest)} {other}", math.fsum(c["shap"] for c in rest)))
     level = base
     for name, shap in steps:
         start = math.exp(level)
@@ -117,9 +128,9 @@ def waterfall_steps(explanation: Mapping, top: int = TOP_FEATURES) -> pd.DataFra
     return frame
 
 
-def waterfall_chart(explanation: Mapping, top: int = TOP_FEATURES) -> alt.LayerChart:
+def waterfall_chart(explanation: Mapping, top: int = TOP_FEATURES, *, by: str = "groups") -> alt.LayerChart:
     """Horizontal waterfall on a log price axis: bar length = SHAP value, label = % effect."""
-    frame = waterfall_steps(explanation, top)
+    frame = waterfall_steps(explanation, top, by=by)
     low = min(frame["start"].min(skipna=True), frame["end"].min())
     high = max(frame["start"].max(skipna=True), frame["end"].max())
     floor, ceiling = low / 1.15, high * 1.3  # room for the labels right of the bars
@@ -155,12 +166,12 @@ def waterfall_chart(explanation: Mapping, top: int = TOP_FEATURES) -> alt.LayerC
 
 
 def dollar_frame(explanation: Mapping, top: int = TOP_FEATURES) -> pd.DataFrame:
-    """The API's dollar effects (they add up to price − base price), the largest `top` plus the rest."""
-    items = sorted(explanation.get("dollar_effects", []), key=lambda e: -abs(e["dollars"]))
-    rows = [{"feature": _label(e), "dollars": float(e["dollars"])} for e in items[:top]]
+    """The API's dollar shares per field group (they add up to price − base price), the largest `top` plus the rest."""
+    items = sorted((g for g in explanation.get("groups", []) if g["dollars"] != 0.0), key=lambda e: -abs(e["dollars"]))
+    rows = [{"feature": e["label"], "dollars": float(e["dollars"])} for e in items[:top]]
     if len(items) > top:
         rows.append(
-            {"feature": f"{len(items) - top} other features", "dollars": math.fsum(e["dollars"] for e in items[top:])}
+            {"feature": f"{len(items) - top} other fields", "dollars": math.fsum(e["dollars"] for e in items[top:])}
         )
     frame = pd.DataFrame(rows, columns=["feature", "dollars"])
     frame["text"] = frame["dollars"].map(lambda d: money(d, signed=True))
@@ -169,6 +180,7 @@ def dollar_frame(explanation: Mapping, top: int = TOP_FEATURES) -> pd.DataFrame:
 
 
 def dollar_chart(explanation: Mapping, top: int = TOP_FEATURES) -> alt.LayerChart:
+    """Dollar shares per field group, raising or lowering the price from the base price."""
     frame = dollar_frame(explanation, top)
     y = alt.Y("feature:N", sort=list(frame["feature"]), title=None, axis=alt.Axis(labelLimit=300))
     color = alt.Color("direction:N", scale=alt.Scale(domain=["raises", "lowers"], range=[UP, DOWN]), legend=None)

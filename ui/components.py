@@ -173,29 +173,34 @@ def render_prediction(listing: Mapping, prediction: Mapping) -> None:
 
 
 def render_explanation(explanation: Mapping) -> None:
-    """The waterfall (log space, % effects), the dollar view and the full table."""
+    """Why: the waterfall over the listing's own fields, the dollar view, the engineered features on demand."""
     base_price = explanation.get("base_price") or math.exp(explanation["base_value"])
-    top = sorted(explanation["contributions"], key=lambda c: -abs(c["shap"]))[:3]
-    drivers = ", ".join(f"{c.get('label', c['feature'])} ({charts.percent_effect(math.exp(c['shap']))})" for c in top)
+    top = [g for g in sorted(explanation.get("groups", []), key=lambda g: -abs(g["shap"])) if g["shap"] != 0.0][:3]
+    drivers = ", ".join(f"{g['label']} ({charts.percent_effect(math.exp(g['shap']))})" for g in top)
     st.markdown(
-        f"The model starts from the **average home in its training data ({money(base_price)})** and each feature "
-        f"**multiplies** that price. Biggest factors here: {drivers}."
+        f"The model starts from the **average home in its training data ({money(base_price)})** and what you told "
+        f"it **multiplies** that price. Biggest factors here: {drivers}."
     )
-    st.altair_chart(charts.waterfall_chart(explanation), width="stretch")
+    st.altair_chart(charts.waterfall_chart(explanation, by="groups"), width="stretch")
     st.caption(
         "Bars to the right raise the price, bars to the left lower it. The axis is logarithmic because the model "
-        "predicts log price: a bar's length is the feature's exact SHAP value, and the percentages multiply "
-        f"({money(base_price)} × (1 + p₁) × (1 + p₂) × … = {money(explanation['price'])})."
+        "predicts log price: a bar's length is the exact sum of the SHAP values of the features computed from those "
+        f"fields, and the percentages multiply ({money(base_price)} × (1 + p₁) × (1 + p₂) × … = "
+        f"{money(explanation['price'])}). Where one feature reads two fields (the ZIP's price per sq ft times your "
+        "living area), it is shown as that pair, never split by a guess."
     )
-    dollars, table = st.tabs(["Dollar view", "All contributions"])
+    dollars, features, table = st.tabs(["Dollar view", "Engineered features", "All contributions"])
     with dollars:
         st.markdown(
             f"The API also splits the dollar difference **{money(explanation['price'] - base_price, signed=True)}** "
-            "between this prediction and the base price among the features, in proportion to their SHAP values; "
-            "the amounts add up exactly to that difference. Because effects multiply, a feature's dollar amount "
-            "depends on the others — the percentages above are each feature's exact effect."
+            "between this prediction and the base price among the fields, in proportion to their SHAP values; "
+            "the amounts add up exactly to that difference. Because effects multiply, a field's dollar amount "
+            "depends on the others — the percentages above are each field's exact effect."
         )
         st.altair_chart(charts.dollar_chart(explanation), width="stretch")
+    with features:
+        st.caption("The same prediction, step by step through the model's own features.")
+        st.altair_chart(charts.waterfall_chart(explanation, by="features"), width="stretch")
     with table:
         st.dataframe(charts.contributions_table(explanation), hide_index=True, width="stretch")
         st.caption(
@@ -203,6 +208,28 @@ def render_explanation(explanation: Mapping) -> None:
             f"{explanation.get('log_price', math.log(explanation['price'])):.4f} = log({money(explanation['price'])}). "
             f"Model version {explanation.get('model_version')}."
         )
+
+
+def render_comparables(comparables: list[Mapping]) -> None:
+    """The most similar homes in the model's training data, as an appraiser lists them."""
+    if not comparables:
+        st.caption("No comparable homes: the model has no training listing in this state.")
+        return
+    frame = pd.DataFrame(
+        {
+            "match": [c["match"] for c in comparables],
+            "price": [money(c["price"]) for c in comparables],
+            "status": [STATUS_LABELS.get(c.get("status"), c.get("status") or "—") for c in comparables],
+            "last sold": [c.get("prev_sold_date") or "—" for c in comparables],
+            "where": [", ".join(str(v) for v in (c.get("city"), c.get("zip_code")) if v) or "—" for c in comparables],
+            "sq ft": [charts.compact(c.get("house_size")) for c in comparables],
+            "beds": [charts.compact(c.get("bed")) for c in comparables],
+            "baths": [charts.compact(c.get("bath")) for c in comparables],
+            "acres": [charts.compact(c.get("acre_lot")) for c in comparables],
+            "distance": [round(c["distance"], 3) for c in comparables],
+        }
+    )
+    st.dataframe(frame, hide_index=True, width="stretch")
 
 
 VERDICT_TEXT = {"drift": "drift", "no_drift": "no drift", "insufficient_data": "too few rows"}

@@ -36,5 +36,7 @@ if result:
         action = "explain the price" if "prediction" in result else "price this home"
         components.show_error(result["error"], action=action)
     if "explanation" in result:
+        st.subheader("Comparable homes")
+        components.render_comparables(result["explanation"].get("comparables") or [])
         st.header("Why this price")
         components.render_explanation(result["explanation"])
