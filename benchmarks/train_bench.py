@@ -1,15 +1,20 @@
-"""Training benchmark on the real sample: the tuned model vs untuned XGBoost, same rows, same run.
+"""Training benchmark on the real sample: the budgeted champion, the unconstrained best and untuned XGBoost.
 
-* Train: rows 0-79,999 of ../shared/data/realtor/realtor.parquet, cleaned by the cleaning job's
-  own rules (ray_jobs.clean.clean_table_pandas), then hash-split 85/15 into train/validation.
-* Test: rows 80,000-99,999, never trained on. Only rows with an impossible price are left out:
-  price missing, below the cleaning floor ($1,000) or above its cap ($100M); their row numbers
-  are printed. Every other row is kept as it is (bed 99, missing sizes, ...).
-* Baseline: XGBoost with its default parameters (eta 0.3, depth 6) and early stopping on the
-  same features, refitted on train+validation exactly like the tuned model.
+Splits (benchmarks/real_data.py): rows 0-79,999 cleaned by the cleaning job's rules and hash-split
+into train/validation; rows 80,000-99,999 are the test rows, every row with a valid price, kept as
+it appears (missing sizes, bed 99, ...). Nothing is chosen on the test rows: the search, the bag
+size and the cut to the serving budget all look at validation rows only.
 
-Prints ONE JSON object (Tune's progress goes to stderr). Bar: MdAPE <= 0.19 and R² (log) >= 0.78,
-with tuning inside 10 minutes on a 2-core machine.
+Three models, same rows, same machine, same run:
+
+* ``champion``: what the pipeline trains (ray_jobs.tune.train_model with default settings): the
+  most accurate model within the serving budget (explain_budget_ms, predict_budget_us).
+* ``unconstrained``: the same search and bag choice with no budget: what the budget costs in accuracy.
+* ``baseline_untuned``: XGBoost's defaults with early stopping on the same features.
+
+It also reports how many test rows the API prices as they appear (``priced_share``: the API's own
+validation, NaN sent as null) and accuracy on rows missing a size. Prints ONE JSON object (Tune's
+progress goes to stderr).
 
     .venv/bin/python benchmarks/train_bench.py [--samples 48] [--time-budget 480] [--cpus 2]
 """
@@ -25,104 +30,119 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from ray_jobs.clean import PRICE_CAP, PRICE_FLOOR, clean_table_pandas  # noqa: E402
+from benchmarks.bench_stack import model_shape  # noqa: E402
+from benchmarks.real_data import SAMPLE, cleaning_removed, test_rows, train_valid  # noqa: E402
 from ray_jobs.evaluate import evaluate  # noqa: E402
-from ray_jobs.fit import refit  # noqa: E402
-from ray_jobs.split import split_frame  # noqa: E402
-from ray_jobs.tune import fit_untuned, tune_model  # noqa: E402
+from ray_jobs.serving_cost import measure  # noqa: E402
+from ray_jobs.tune import Budget, fit_untuned, train_model  # noqa: E402
+from rayestate.localstack import init_local_ray  # noqa: E402
+from rayestate.schema import SIZE_FIELDS  # noqa: E402
 from rayestate.settings import Settings  # noqa: E402
+from serve_app.contract import validate_listings  # noqa: E402
 
-SAMPLE = Path(os.environ.get("RAYESTATE_SHARED_DIR", REPO.parent / "shared")) / "data" / "realtor" / "realtor.parquet"
-TRAIN_ROWS = 80_000
-BAR = {"mdape": 0.19, "r2_log": 0.78, "tune_seconds": 600.0}
+BAR = {"mdape": 0.19, "r2_log": 0.78}
 REPORTED = ("mdape", "r2_log", "r2_dollars", "rmse", "mae", "rmse_log", "mae_log")
 
 
-def test_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
-    """Rows 80,000+ minus impossible prices, and the row numbers left out per reason."""
-    test = raw.iloc[TRAIN_ROWS:]
-    price = test["price"]
-    reasons = {
-        "price_missing": price.isna(),
-        f"price_below_{PRICE_FLOOR:.0f}": price < PRICE_FLOOR,
-        f"price_above_{PRICE_CAP:.0f}": price > PRICE_CAP,
+def priced_share(test: pd.DataFrame) -> tuple[float, int]:
+    """Share of test rows the API accepts as they appear (NaN as null), and how many it rejects."""
+    rows = test.drop(columns="price").astype("object").where(test.drop(columns="price").notna(), None)
+    good, errors = validate_listings(rows.to_dict("records"))
+    return len(good) / len(test), len(errors)
+
+
+def quality(model, test: pd.DataFrame) -> dict:
+    """Accuracy on every test row, and on the rows missing a size field."""
+    metrics = evaluate(model, test)
+    missing = test[list(SIZE_FIELDS)].isna().any(axis=1).to_numpy()
+    on_missing = evaluate(model, test[missing])
+    return {
+        **{k: round(metrics[k], 4) for k in REPORTED},
+        "mdape_missing_fields": round(on_missing["mdape"], 4),
+        "r2_log_missing_fields": round(on_missing["r2_log"], 4),
+        "rows_missing_fields": int(missing.sum()),
+        "per_state_mdape": {
+            k.removeprefix("mdape_state_"): round(v, 4) for k, v in metrics.items() if k.startswith("mdape_state_")
+        },
     }
-    excluded = {name: [int(i) for i in test.index[mask]] for name, mask in reasons.items()}
-    keep = ~pd.concat(reasons, axis=1).any(axis=1)
-    return test[keep], excluded
+
+
+def described(model, result, bag, seconds: float, sample: np.ndarray) -> dict:
+    """A trained model's shape and measured serving cost (the champion's own sample, one thread)."""
+    cost = measure(model.boosters, sample)
+    return {
+        **model_shape(model),
+        "explain_ms_per_row": cost.explain_ms_per_row,
+        "predict_us_per_row": cost.predict_us_per_row,
+        "valid_mae_log": round(bag.valid_mae, 5),
+        "tune_seconds": round(result.tune_seconds, 1),
+        "seconds": round(seconds, 1),
+        "trials": result.num_trials,
+        "config": result.config,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--samples", type=int, default=48, help="Tune trials (the time budget usually ends the search first)"
+        "--samples", type=int, default=48, help="Tune trials at most (the time budget usually ends first)"
     )
-    parser.add_argument("--time-budget", type=float, default=480.0, help="Tune time budget, seconds")
+    parser.add_argument("--time-budget", type=float, default=480.0, help="Tune time budget per search, seconds")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--skip-unconstrained", action="store_true", help="train only the budgeted champion")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    import ray
-
-    raw_table = pq.read_table(SAMPLE)
-    raw = raw_table.to_pandas()
-    clean, removed, _ = clean_table_pandas(raw_table.slice(0, TRAIN_ROWS))
-    splits = split_frame(clean.to_pandas(), valid_fraction=0.15, test_fraction=0.0)
+    raw = pd.read_parquet(SAMPLE)
+    train, valid = train_valid(raw)
     test, excluded = test_rows(raw)
-    full = pd.concat([splits.train, splits.valid])
+    share, rejected = priced_share(test)
 
     started = time.monotonic()
-    baseline_model, baseline = fit_untuned(splits.train, splits.valid, nthread=args.cpus)
+    baseline_model, baseline = fit_untuned(train, valid, nthread=args.cpus)
     baseline_seconds = time.monotonic() - started
 
+    trained = {}
     with tempfile.TemporaryDirectory() as state, contextlib.redirect_stdout(sys.stderr):
-        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-        try:
-            settings = Settings(
-                state_dir=state, tune_num_samples=args.samples, tune_time_budget_s=args.time_budget, seed=42
+        init_local_ray(num_cpus=args.cpus, dashboard=False)
+        settings = Settings(state_dir=state, tune_num_samples=args.samples, tune_time_budget_s=args.time_budget)
+        budgets = {"champion": None} | ({} if args.skip_unconstrained else {"unconstrained": Budget()})
+        for name, budget in budgets.items():
+            started = time.monotonic()
+            trained[name] = (
+                *train_model(train, valid, settings, budget=budget, nthread=args.cpus),
+                time.monotonic() - started,
             )
-            result = tune_model(splits.train, splits.valid, settings)
-        finally:
-            ray.shutdown()
-    started = time.monotonic()
-    model = refit(full, result.params, result.best_rounds, seed=42, nthread=args.cpus, bag_size=settings.bag_size)
-    refit_seconds = time.monotonic() - started
+    sample = trained["champion"][0].transform.matrix(valid.iloc[:1000])
 
-    metrics = evaluate(model, test)
-    base_metrics = evaluate(baseline_model, test)
+    champion = trained["champion"][0]
     report = {
-        **{k: round(metrics[k], 4) for k in REPORTED},
-        "tune_seconds": round(result.tune_seconds, 1),
-        "refit_seconds": round(refit_seconds, 1),
-        "trials": result.num_trials,
-        "best_rounds": result.best_rounds,
-        "best_config": result.config,
-        "per_state_mdape": {
-            k.removeprefix("mdape_state_"): round(v, 4) for k, v in metrics.items() if k.startswith("mdape_state_")
-        },
+        **quality(champion, test),
+        "priced_share": round(share, 5),
+        "rows_rejected_by_the_api": rejected,
+        "champion": {**described(*trained["champion"], sample), "budget": champion.meta["serving_cost"]},
         "baseline_untuned": {
-            **{k: round(base_metrics[k], 4) for k in REPORTED},
+            **quality(baseline_model, test),
             "seconds": round(baseline_seconds, 1),
             "rounds": baseline.best_rounds,
         },
-        "train_rows": len(splits.train),
-        "valid_rows": len(splits.valid),
-        "train_rows_removed_by_cleaning": removed,
+        "train_rows": len(train),
+        "valid_rows": len(valid),
+        "train_rows_removed_by_cleaning": cleaning_removed(raw),
         "test_rows": len(test),
         "test_rows_excluded": excluded,
         "cpus": args.cpus,
-        "meets_bar": {
-            "mdape": metrics["mdape"] <= BAR["mdape"],
-            "r2_log": metrics["r2_log"] >= BAR["r2_log"],
-            "tune_seconds": result.tune_seconds <= BAR["tune_seconds"],
-        },
     }
-    print(json.dumps(report))
+    if "unconstrained" in trained:
+        unconstrained = trained["unconstrained"][0]
+        report["unconstrained"] = {**described(*trained["unconstrained"], sample), **quality(unconstrained, test)}
+    report["meets_bar"] = {"mdape": report["mdape"] <= BAR["mdape"], "r2_log": report["r2_log"] >= BAR["r2_log"],
+                           "priced_share": share >= 0.99}  # fmt: skip
+    print(json.dumps(report, default=str))
     return 0
 
 

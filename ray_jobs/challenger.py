@@ -10,7 +10,6 @@ trains anything (nothing registered half-way) and says how to proceed.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import mlflow
@@ -20,9 +19,8 @@ from mlflow.tracking import MlflowClient
 from ray_jobs import register
 from ray_jobs.decide import compare
 from ray_jobs.evaluate import evaluate
-from ray_jobs.fit import refit
 from ray_jobs.split import split_frame
-from ray_jobs.tune import tune_model
+from ray_jobs.tune import train_model
 from rayestate import registry, store
 from rayestate.model import PriceModel
 from rayestate.model_io import load_model_version
@@ -93,29 +91,25 @@ def train_and_decide(
     model = None  # a version registered by a crashed run is decided on as it is, not retrained
     if existing is None:
         with register.unavailable_as_error(settings, "tuning (every trial logs to MLflow)"):
-            result = tune_model(
-                splits.train, splits.valid, settings, mlflow_parent_run_id=mlflow.active_run().info.run_id
-            )
+            model, result, bag = train_model(
+                splits.train, splits.valid, settings, mlflow_parent_run_id=mlflow.active_run().info.run_id,
+                meta={"training_batches": batches},
+            )  # fmt: skip
+        cost = model.meta["serving_cost"]
         with register.unavailable_as_error(settings, "logging the search results"):
-            mlflow.log_params({f"best.{k}": v for k, v in result.config.items()} | {"best.rounds": result.best_rounds})
+            mlflow.log_params(
+                {f"best.{k}": v for k, v in result.config.items()}
+                | {"best.rounds": bag.rounds, "bag_size": bag.size}
+                | {f"budget.{k}": cost[k] for k in ("explain_budget_ms", "predict_budget_us")}
+            )
             mlflow.log_metrics(
                 {
                     "tune_seconds": result.tune_seconds,
                     "tune_trials": result.num_trials,
-                    "best_valid_mae_log": result.best_valid_mae,
+                    "best_valid_mae_log": bag.valid_mae,
+                    **{f"serving_cost.{k}": v for k, v in cost.items() if "budget" not in k},
                 }
             )
-        model = refit(
-            pd.concat([splits.train, splits.valid]),
-            result.params,
-            result.best_rounds,
-            seed=settings.seed,
-            nthread=os.cpu_count(),
-            bag_size=settings.bag_size,
-            augment=settings.augment_missing_sizes,
-            comparables_rows=settings.comparables_rows,
-            meta={"valid_mae_log": result.best_valid_mae, "training_batches": batches},
-        )
     return register_and_decide(
         client, settings, model, splits.test, run_key=run_key, training_batches=batches, champion_model=champion_model
     )

@@ -52,6 +52,8 @@ class TrainingData:
     y_train: np.ndarray
     x_valid: pd.DataFrame
     y_valid: np.ndarray
+    #: Up to 1,000 real validation rows as the boosters read them when serving (serving cost is measured on them).
+    cost_sample: np.ndarray
 
 
 def prepare(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, seed: int = 0, augment: bool = True) -> TrainingData:
@@ -68,7 +70,8 @@ def prepare(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, seed: int = 0, au
     if augment:
         x_train, y_train, _ = with_masked_copies(x_train, y_train, train_df, seed=seed)
         x_valid, y_valid, _ = with_masked_copies(x_valid, y_valid, valid_df, seed=seed + 1)
-    return TrainingData(transform, x_train, y_train, x_valid, y_valid)
+    cost_sample = transform.matrix(valid_df.iloc[:1000])
+    return TrainingData(transform, x_train, y_train, x_valid, y_valid, cost_sample)
 
 
 def xgb_params(config: dict, y_train: np.ndarray, *, nthread: int, seed: int) -> dict:
@@ -128,7 +131,7 @@ def refit(
     copies = 0
     if augment:
         x, y, copies = with_masked_copies(x, y, df, seed=seed)
-    if not _samples_randomly(params):
+    if not samples_randomly(params):
         bag_size = 1  # without row/column sampling every seed grows the same trees
     first_seed = int(params.get("seed", seed))
     boosters = [train_booster({**params, "seed": first_seed + i}, x, y, rounds=rounds) for i in range(bag_size)]
@@ -145,5 +148,6 @@ def refit(
     return PriceModel(boosters=boosters, transform=transform, meta=meta, comparables=comparables)
 
 
-def _samples_randomly(params: dict) -> bool:
+def samples_randomly(params: dict) -> bool:
+    """Whether the params sample rows or columns (only then do boosters with other seeds differ)."""
     return any(float(params.get(name, 1.0)) < 1.0 for name in SAMPLING_PARAMS)

@@ -129,7 +129,7 @@ def register_model(
     info = log_price_model(model)
     _ensure_registered_model(client, settings.model_name)
     tags = {Tag.RUN_KEY: run_key, Tag.REGISTRATION: INCOMPLETE, Tag.BATCHES: json.dumps(training_batches),
-            Tag.METRICS: json.dumps(metrics)}  # fmt: skip
+            Tag.METRICS: json.dumps(metrics), Tag.SERVING_COST: json.dumps(model.meta.get("serving_cost", {}))}  # fmt: skip
     version = client.create_model_version(
         settings.model_name, info.model_uri, run_id=run.info.run_id, tags=tags, model_id=info.model_id
     )

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import xgboost as xgb
 
 from rayestate.features import FEATURES
-from rayestate.model import FEATURE_TYPES
+from rayestate.model import FEATURE_TYPES, PriceModel
 
 EXPLAIN_ROWS = 32
 PREDICT_ROWS = 1_000
@@ -99,3 +99,22 @@ def trees_within(
         rounds = min(rounds - 1, max(1, math.floor(rounds * scale * 0.98)))
         cost = measure(boosters, sample, trees=rounds)
     return (rounds, cost) if cost.within(explain_budget_ms, predict_budget_us) else (0, cost)
+
+
+def within_budget(model: PriceModel, sample: np.ndarray, *, explain_budget_ms: float, predict_budget_us: float):
+    """The model cut to the longest prefix of its boosters that fits the budget, and its measured cost.
+
+    A refit on more rows grows slightly bigger trees than the trial that chose its rounds: this
+    keeps the served model within budget anyway (usually by cutting nothing).
+    """
+    cost = measure(model.boosters, sample)
+    if cost.within(explain_budget_ms, predict_budget_us):
+        return model, cost
+    rounds, cost = trees_within(
+        model.boosters, sample, explain_budget_ms=explain_budget_ms, predict_budget_us=predict_budget_us
+    )
+    if rounds == 0:
+        raise ValueError(f"not even one round of this model fits the serving budget (one round costs {cost})")
+    boosters = [booster[:rounds] for booster in model.boosters]
+    meta = {**model.meta, "rounds": rounds, "cut_to_budget_from": model.meta.get("rounds")}
+    return replace(model, boosters=boosters, meta=meta), cost

@@ -16,13 +16,16 @@ gives a sane model.
 from __future__ import annotations
 
 import math
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from ray_jobs import serving_cost
 from ray_jobs.fit import (
     DEFAULT_CONFIG,
     OBJECTIVES,
@@ -31,9 +34,11 @@ from ray_jobs.fit import (
     TrainingData,
     prepare,
     refit,
+    samples_randomly,
     train_booster,
     xgb_params,
 )
+from ray_jobs.serving_cost import ServingCost
 from rayestate.model import PriceModel
 from rayestate.settings import Settings
 from rayestate.store import open_store
@@ -75,21 +80,64 @@ class MlflowTarget:
     parent_run_id: str
 
 
-class _ReportRounds(xgb.callback.TrainingCallback):
-    """Every round's validation MAE to MLflow; every REPORT_EVERY rounds a Tune report (for ASHA)."""
+@dataclass(frozen=True)
+class Budget:
+    """What one row may cost to serve, one thread: exact TreeSHAP ms and prediction µs (inf: no limit)."""
 
-    def __init__(self, report, log_metrics):
-        self._report, self._log = report, log_metrics
-        self.best, self.best_round, self._pending, self._last = math.inf, 0, [], (0, math.inf)
+    explain_ms: float = math.inf
+    predict_us: float = math.inf
+
+    @classmethod
+    def of(cls, settings: Settings) -> Budget:
+        return cls(settings.explain_budget_ms, settings.predict_budget_us)
+
+    @property
+    def limited(self) -> bool:
+        return math.isfinite(self.explain_ms) or math.isfinite(self.predict_us)
+
+    def fits(self, cost: ServingCost) -> bool:
+        return cost.within(self.explain_ms, self.predict_us)
+
+    def affordable_rounds(self, cost: ServingCost, rounds: int) -> float:
+        """Rounds the budget affords, projected from what ``rounds`` rounds cost (costs grow ~linearly)."""
+        return rounds * min(self.explain_ms / cost.explain_ms_per_row, self.predict_us / cost.predict_us_per_row)
+
+
+#: Rounds at which a trial measures what its booster costs so far.
+COST_CHECKPOINTS = (20, 60, 150, 400, 1000, 2000)
+
+
+class _ReportRounds(xgb.callback.TrainingCallback):
+    """Every round's validation MAE to MLflow; every REPORT_EVERY rounds a Tune report (for ASHA).
+
+    The reported metric is the best validation error among the rounds the serving budget affords.
+    At COST_CHECKPOINTS the booster's cost so far is measured and the affordable rounds projected
+    from it; rounds past them cannot improve the metric, so training stops there.
+    """
+
+    def __init__(self, report, log_metrics, budget: Budget, sample):
+        self._report, self._log, self._budget, self._sample = report, log_metrics, budget, sample
+        self.maes: list[float] = []
+        self.affordable = math.inf
+        self._pending: list[tuple[int, float]] = []
+
+    def best(self, rounds: float = math.inf) -> tuple[float, int]:
+        """(best validation MAE, its round) among the first ``rounds`` rounds (and those the budget affords)."""
+        within = self.maes[: int(min(rounds, self.affordable, len(self.maes)))]
+        if not within:
+            return math.inf, 0
+        index = int(np.argmin(within))
+        return within[index], index + 1
 
     def after_iteration(self, model, epoch: int, evals_log) -> bool:
-        mae = float(evals_log["valid"]["mae"][-1])
-        if mae < self.best:
-            self.best, self.best_round = mae, epoch + 1
-        self._pending.append((epoch + 1, mae))
-        if (epoch + 1) % REPORT_EVERY == 0:
+        rounds = epoch + 1
+        self.maes.append(float(evals_log["valid"]["mae"][-1]))
+        self._pending.append((rounds, self.maes[-1]))
+        if self._budget.limited and rounds in COST_CHECKPOINTS:
+            self.affordable = self._budget.affordable_rounds(serving_cost.measure([model], self._sample), rounds)
+        if rounds % REPORT_EVERY == 0:
             self.flush()
-        return False
+        return rounds >= self.affordable
 
     def flush(self, **extra) -> None:
         """Log the rounds not logged yet and report the latest; ``extra`` forces a report."""
@@ -97,13 +145,36 @@ class _ReportRounds(xgb.callback.TrainingCallback):
             return
         if self._pending:
             self._log(self._pending)
-            self._last, self._pending = self._pending[-1], []
-        rounds, mae = self._last
-        self._report({ROUND_METRIC: mae, METRIC: self.best, "best_round": self.best_round, "rounds": rounds, **extra})
+            self._pending = []
+        best, best_round = self.best()
+        rounds = len(self.maes)
+        self._report({ROUND_METRIC: self.maes[-1], METRIC: best, "best_round": best_round, "rounds": rounds, **extra})
+
+
+def _within_budget(
+    booster: xgb.Booster, reporter: _ReportRounds, budget: Budget, sample
+) -> tuple[float, int, ServingCost]:
+    """The trial's answer: best validation MAE and round within the budget, measured, and what it costs."""
+    mae, rounds = reporter.best()
+    cost = serving_cost.measure([booster], sample, trees=rounds)
+    if budget.limited and not budget.fits(cost):  # the projection was optimistic: measure the prefix that fits
+        affordable, _ = serving_cost.trees_within(
+            [booster[:rounds]], sample, explain_budget_ms=budget.explain_ms, predict_budget_us=budget.predict_us
+        )
+        mae, rounds = reporter.best(affordable)
+        cost = serving_cost.measure([booster], sample, trees=rounds) if rounds else cost
+    return mae, rounds, cost
 
 
 def _trial(
-    config: dict, *, data: TrainingData, mlflow_target: MlflowTarget | None, nthread: int, seed: int, max_rounds: int
+    config: dict,
+    *,
+    data: TrainingData,
+    mlflow_target: MlflowTarget | None,
+    nthread: int,
+    seed: int,
+    max_rounds: int,
+    budget: Budget,
 ) -> None:
     from ray import tune
 
@@ -126,16 +197,19 @@ def _trial(
         if client is not None:
             _log_round_metrics(client, run_id, points)
 
-    reporter = _ReportRounds(lambda m: tune.report({**m, "mlflow_run_id": run_id or ""}), log_metrics)
+    reporter = _ReportRounds(
+        lambda m: tune.report({**m, "mlflow_run_id": run_id or ""}), log_metrics, budget, data.cost_sample
+    )
     params = xgb_params(config, data.y_train, nthread=nthread, seed=seed)
-    train_booster(
+    booster = train_booster(
         params, data.x_train, data.y_train, rounds=max_rounds, valid=(data.x_valid, data.y_valid), callbacks=[reporter]
     )
+    mae, rounds, cost = _within_budget(booster, reporter, budget, data.cost_sample)
+    final = {METRIC: mae, "best_round": rounds, **cost.as_metrics()}
     if client is not None:
-        client.log_metric(run_id, METRIC, reporter.best)
-        client.log_metric(run_id, "best_round", reporter.best_round)
+        client.log_batch(run_id, metrics=[_metric(name, value) for name, value in final.items()])
         client.set_terminated(run_id, "FINISHED")
-    reporter.flush(finished=True)
+    reporter.flush(finished=True, **final)
 
 
 def _log_params(client, run_id: str, config: dict) -> None:
@@ -145,10 +219,13 @@ def _log_params(client, run_id: str, config: dict) -> None:
 
 
 def _log_round_metrics(client, run_id: str, points: list[tuple[int, float]]) -> None:
+    client.log_batch(run_id, metrics=[_metric(ROUND_METRIC, value, step) for step, value in points])
+
+
+def _metric(name: str, value: float, step: int = 0):
     from mlflow.entities import Metric
 
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(ROUND_METRIC, value, now, step) for step, value in points])
+    return Metric(name, float(value), int(time.time() * 1000), step)
 
 
 # --- the search ------------------------------------------------------------------------------
@@ -165,6 +242,8 @@ class TuneResult:
     num_trials: int
     tune_seconds: float
     trials: list[dict] = field(default_factory=list)
+    #: What the chosen trial's booster costs to serve (one booster, its best rounds), and the budget.
+    serving_cost: dict[str, float] = field(default_factory=dict)
 
 
 def _concurrency(settings: Settings) -> tuple[int, int, float]:
@@ -189,26 +268,48 @@ def tune_model(
     *,
     mlflow_parent_run_id: str | None = None,
     max_rounds: int = MAX_ROUNDS,
+    budget: Budget | None = None,
 ) -> TuneResult:
-    """Search hyperparameters on the connected Ray cluster; returns the best config and rounds.
+    """Search hyperparameters on the connected Ray cluster; returns the most accurate config within budget.
 
-    With ``mlflow_parent_run_id`` every trial logs a nested run (params, per-round
-    ``valid_mae_log``) to ``settings.mlflow_tracking_uri``. Each trial boosts up to ``max_rounds``
-    rounds, stopping early after EARLY_STOPPING_ROUNDS without improvement. Raises if no trial
-    produced a result.
+    ``budget`` (default: the settings' serving budget; ``Budget()`` for none) caps what a row may
+    cost to serve: each trial's metric is its best validation error among the rounds the budget
+    affords, measured. With ``mlflow_parent_run_id`` every trial logs a nested run (params,
+    per-round ``valid_mae_log``, its serving cost) to ``settings.mlflow_tracking_uri``. Each trial
+    boosts up to ``max_rounds`` rounds, stopping early after EARLY_STOPPING_ROUNDS without
+    improvement or once the budget affords no more. Raises if no trial produced a result.
     """
+    data = prepare(train_df, valid_df, seed=settings.seed, augment=settings.augment_missing_sizes)
+    return search(data, settings, mlflow_parent_run_id=mlflow_parent_run_id, max_rounds=max_rounds, budget=budget)
+
+
+def search(
+    data: TrainingData,
+    settings: Settings,
+    *,
+    mlflow_parent_run_id: str | None = None,
+    max_rounds: int = MAX_ROUNDS,
+    budget: Budget | None = None,
+) -> TuneResult:
+    """:func:`tune_model` on features already prepared (ray_jobs.fit.prepare)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    budget = Budget.of(settings) if budget is None else budget
     started = time.monotonic()
-    data = prepare(train_df, valid_df, seed=settings.seed, augment=settings.augment_missing_sizes)
     concurrent, nthread, reserve = _concurrency(settings)
     target = _mlflow_target(settings, mlflow_parent_run_id)
     results = open_store(settings)
     trainable = tune.with_resources(
         tune.with_parameters(
-            _trial, data=data, mlflow_target=target, nthread=nthread, seed=settings.seed, max_rounds=max_rounds
+            _trial,
+            data=data,
+            mlflow_target=target,
+            nthread=nthread,
+            seed=settings.seed,
+            max_rounds=max_rounds,
+            budget=budget,
         ),
         {"cpu": reserve},
     )
@@ -243,7 +344,11 @@ def tune_model(
     trials = _trial_summaries(grid)
     if target is not None:
         _close_stopped_runs(target, trials)
-    done = [t for t in trials if t[METRIC] is not None]
+    # A finished trial measured its answer within budget; one that ASHA or the time budget stopped only
+    # projected it, so finished trials are preferred.
+    done = [t for t in trials if t["finished"] and t["best_round"]] or [
+        t for t in trials if t[METRIC] is not None and t["best_round"]
+    ]
     if not done:
         errors = "; ".join(str(e)[:300] for e in grid.errors) or "no trial reported a metric"
         raise RuntimeError(f"hyperparameter search produced no result ({len(trials)} trials): {errors}")
@@ -256,6 +361,11 @@ def tune_model(
         num_trials=len(trials),
         tune_seconds=time.monotonic() - started,
         trials=trials,
+        serving_cost={
+            **{k.removeprefix("serving_cost."): v for k, v in best["metrics"].items() if k.startswith("serving_cost.")},
+            "explain_budget_ms": budget.explain_ms,
+            "predict_budget_us": budget.predict_us,
+        },
     )
 
 
@@ -279,6 +389,7 @@ def _trial_summaries(grid) -> list[dict]:
                 "best_round": metrics.get("best_round"),
                 "rounds": metrics.get("rounds"),
                 "finished": bool(metrics.get("finished")),
+                "metrics": {k: v for k, v in metrics.items() if k.startswith("serving_cost.")},
                 "error": str(result.error)[:300] if result.error else None,
                 "mlflow_run_id": metrics.get("mlflow_run_id") or None,
             }
@@ -319,3 +430,85 @@ def fit_untuned(
         meta={"valid_mae_log": result.best_valid_mae},
     )  # fmt: skip
     return model, result
+
+
+# --- the final model -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BagChoice:
+    """How many boosters the final model averages and how many rounds each keeps (chosen on validation)."""
+
+    size: int
+    rounds: int
+    valid_mae: float
+
+
+def choose_bag(
+    data: TrainingData, result: TuneResult, budget: Budget, *, max_size: int, nthread: int, seed: int
+) -> BagChoice:
+    """The bag size (1..max_size) with the lowest validation error within the serving budget.
+
+    A bag of b boosters (the chosen config, seeds seed..seed+b-1) costs b times one booster's rounds,
+    so within a budget its members keep fewer rounds each: whether averaging beats one longer
+    booster is measured here, on the validation rows, never on test rows.
+    """
+    single = BagChoice(1, result.best_rounds, result.best_valid_mae)
+    if max_size < 2 or not samples_randomly(result.params):
+        return single  # without row/column sampling every seed grows the same trees
+    params = {**result.params, "nthread": nthread}
+    members = [
+        train_booster({**params, "seed": seed + i}, data.x_train, data.y_train, rounds=result.best_rounds)
+        for i in range(max_size)
+    ]
+    dvalid = xgb.DMatrix(data.x_valid, enable_categorical=True)
+    best = single
+    for size in range(2, max_size + 1):
+        bag = members[:size]
+        affordable = result.best_rounds
+        if budget.limited:
+            affordable, _ = serving_cost.trees_within(
+                bag, data.cost_sample, explain_budget_ms=budget.explain_ms, predict_budget_us=budget.predict_us
+            )
+        for rounds in sorted({*range(10, affordable + 1, max(10, affordable // 40)), affordable}):
+            if rounds < 1:
+                continue
+            average = np.mean([b.predict(dvalid, iteration_range=(0, rounds)) for b in bag], axis=0)
+            mae = float(np.mean(np.abs(average - data.y_valid)))
+            if mae < best.valid_mae:
+                best = BagChoice(size, rounds, mae)
+    return best
+
+
+def train_model(
+    train_df: pd.DataFrame,
+    valid_df: pd.DataFrame,
+    settings: Settings,
+    *,
+    mlflow_parent_run_id: str | None = None,
+    budget: Budget | None = None,
+    nthread: int | None = None,
+    meta: dict | None = None,
+) -> tuple[PriceModel, TuneResult, BagChoice]:
+    """The pipeline's model: search, bag size on validation, refit on train + valid, kept within budget.
+
+    Returns the model (its meta records its measured serving cost and the budget), the search
+    and the bag choice. ``budget`` defaults to the settings' serving budget; ``Budget()`` is none.
+    """
+    budget = Budget.of(settings) if budget is None else budget
+    nthread = nthread or os.cpu_count() or 1
+    data = prepare(train_df, valid_df, seed=settings.seed, augment=settings.augment_missing_sizes)
+    result = search(data, settings, mlflow_parent_run_id=mlflow_parent_run_id, budget=budget)
+    bag = choose_bag(data, result, budget, max_size=settings.bag_size, nthread=nthread, seed=settings.seed)
+    model = refit(
+        pd.concat([train_df, valid_df]), result.params, bag.rounds, seed=settings.seed, nthread=nthread,
+        bag_size=bag.size, augment=settings.augment_missing_sizes, comparables_rows=settings.comparables_rows,
+        meta={"valid_mae_log": bag.valid_mae, **(meta or {})},
+    )  # fmt: skip
+    model, cost = serving_cost.within_budget(
+        model, data.cost_sample, explain_budget_ms=budget.explain_ms, predict_budget_us=budget.predict_us
+    )
+    model.meta["serving_cost"] = {
+        **asdict(cost), "explain_budget_ms": budget.explain_ms, "predict_budget_us": budget.predict_us
+    }  # fmt: skip
+    return model, result, bag

@@ -45,6 +45,7 @@ class Tag:
     REASON = "reason"
     NUMBERS = "decision_numbers"
     DECIDED_AT = "decided_at"
+    SERVING_COST = "serving_cost"
 
 
 #: MLflow's own HTTP retries default to 7 with exponential backoff (minutes when the server is down).
@@ -67,6 +68,10 @@ class VersionRecord(BaseModel):
     registration: str | None = Field(None, description="'complete' once its decision and aliases are in place")
     training_batches: list[str] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict, description="Held-out test metrics")
+    serving_cost: dict[str, float] = Field(
+        default_factory=dict,
+        description="Measured TreeSHAP ms and prediction µs per row (one thread), trees, and the budget it was chosen in",
+    )
     decision: Outcome | None = Field(None, description="None until the pipeline decided on it")
     reason: str | None = None
     numbers: dict[str, float] = Field(default_factory=dict, description="The comparison behind the decision")
@@ -85,6 +90,7 @@ class VersionRecord(BaseModel):
             registration=tags.get(Tag.REGISTRATION),
             training_batches=json.loads(tags.get(Tag.BATCHES, "[]")),
             metrics=json.loads(tags.get(Tag.METRICS, "{}")),
+            serving_cost=json.loads(tags.get(Tag.SERVING_COST, "{}")),
             decision=tags.get(Tag.DECISION),
             reason=tags.get(Tag.REASON),
             numbers=json.loads(tags.get(Tag.NUMBERS, "{}")),

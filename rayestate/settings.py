@@ -92,6 +92,17 @@ class Settings(BaseSettings):
     )
     tune_time_budget_s: float = Field(480.0, gt=0, description="Wall-clock budget of one search, seconds.")
     tune_max_concurrent: int = Field(0, ge=0, description="0 = number of cluster CPUs.")
+    explain_budget_ms: float = Field(
+        15.0,
+        gt=0,
+        description="Serving budget: exact TreeSHAP ms per row (one thread, XGBoost's time) a champion "
+        "may cost; the search picks the most accurate model within it (inf: no limit).",
+    )
+    predict_budget_us: float = Field(
+        25.0,
+        gt=0,
+        description="Serving budget: prediction µs per row (one thread, XGBoost's time) a champion may cost.",
+    )
     bag_size: int = Field(
         2,
         ge=1,

@@ -43,6 +43,24 @@ cols[3].metric("Serving now", f"v{serving or '—'}", border=True)
 if serving and serving != champion.version:
     st.info("The API has not picked up the new champion yet; replicas check the alias every few seconds.")
 
+cost = champion.serving_cost
+if cost:
+    st.subheader("Serving cost")
+    one, two, three = st.columns(3)
+    one.metric(
+        "Explain (exact TreeSHAP)",
+        f"{cost.get('explain_ms_per_row', float('nan')):.2f} ms/row",
+        help=f"budget {cost.get('explain_budget_ms', float('nan')):g} ms per row, one thread, XGBoost's own time",
+        border=True,
+    )
+    two.metric(
+        "Predict",
+        f"{cost.get('predict_us_per_row', float('nan')):.1f} µs/row",
+        help=f"budget {cost.get('predict_budget_us', float('nan')):g} µs per row, one thread, XGBoost's own time",
+        border=True,
+    )
+    three.metric("Trees", f"{cost.get('trees', 0):,.0f}", border=True)
+
 left, right = st.columns(2)
 with left:
     st.subheader("Champion test metrics")
