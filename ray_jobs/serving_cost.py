@@ -92,9 +92,11 @@ def trees_within(
     """
     rounds = min(b.num_boosted_rounds() for b in boosters)
     cost = measure(boosters, sample, trees=rounds)
-    for _ in range(6):
+    for _ in range(8):
         if cost.within(explain_budget_ms, predict_budget_us):
             return rounds, cost
+        if rounds == 1:
+            break
         scale = min(explain_budget_ms / cost.explain_ms_per_row, predict_budget_us / cost.predict_us_per_row)
         rounds = min(rounds - 1, max(1, math.floor(rounds * scale * 0.98)))
         cost = measure(boosters, sample, trees=rounds)
@@ -116,5 +118,5 @@ def within_budget(model: PriceModel, sample: np.ndarray, *, explain_budget_ms: f
     if rounds == 0:
         raise ValueError(f"not even one round of this model fits the serving budget (one round costs {cost})")
     boosters = [booster[:rounds] for booster in model.boosters]
-    meta = {**model.meta, "rounds": rounds, "cut_to_budget_from": model.meta.get("rounds")}
+    meta = {**model.meta, "rounds": rounds, "cut_to_budget_from": model.boosters[0].num_boosted_rounds()}
     return replace(model, boosters=boosters, meta=meta), cost
