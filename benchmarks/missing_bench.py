@@ -69,7 +69,7 @@ def main() -> int:
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     raw = pq.read_table(SAMPLE).to_pandas()
-    train, valid = train_valid(raw)
+    train, valid, _ = train_valid(raw)
     test, _ = test_rows(raw)
 
     def complete(frame: pd.DataFrame) -> pd.DataFrame:

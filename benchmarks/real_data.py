@@ -1,7 +1,7 @@
 """The real sample as every benchmark splits it (one definition, so their figures are comparable).
 
-* Train/validation: rows 0-79,999 of ../shared/data/realtor/realtor.parquet, cleaned by the cleaning
-  job's own rules (ray_jobs.clean.clean_table_pandas), then hash-split 85/15 (ray_jobs.split).
+* Train/validation/calibration: rows 0-79,999 of ../shared/data/realtor/realtor.parquet, cleaned by the
+  cleaning job's own rules (ray_jobs.clean.clean_table_pandas), then hash-split 75/15/10 (ray_jobs.split).
 * Test: rows 80,000-99,999, never trained on, never used to choose a setting. Only rows with an
   impossible price are left out (missing, below the cleaning floor, above its cap); every other row
   is kept as it is (bed 99, missing sizes, ...).
@@ -22,13 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("RAYESTATE_SHARED_DIR", REPO.parent / "shared")) / "data" / "realtor" / "realtor.parquet"
 TRAIN_ROWS = 80_000
 VALID_FRACTION = 0.15
+CALIBRATION_FRACTION = 0.10
 
 
-def train_valid(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Clean rows 0-79,999 and split them into train and validation."""
+def train_valid(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Clean rows 0-79,999 and split them into train, validation and calibration."""
     clean, _, _ = clean_table_pandas(pa.Table.from_pandas(raw.iloc[:TRAIN_ROWS], preserve_index=False))
-    splits = split_frame(clean.to_pandas(), valid_fraction=VALID_FRACTION, test_fraction=0.0)
-    return splits.train, splits.valid
+    splits = split_frame(
+        clean.to_pandas(), valid_fraction=VALID_FRACTION, test_fraction=0.0, calibration_fraction=CALIBRATION_FRACTION
+    )
+    return splits.train, splits.valid, splits.calibration
 
 
 def cleaning_removed(raw: pd.DataFrame) -> dict[str, int]:

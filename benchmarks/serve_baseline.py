@@ -62,11 +62,12 @@ def _log(rows: list[dict], prices: list, endpoint: str, started: float) -> None:
 @app.post("/predict", response_model=PredictResponse)
 async def predict(listing: Listing, request: Request) -> PredictResponse:
     started, row = time.perf_counter(), listing.to_raw_row()
-    prices, warnings = predict_rows(state["model"], [row])
-    _log([row], prices, "/predict", started)
+    answer = predict_rows(state["model"], [row], coverage=settings.interval_coverage)
+    _log([row], answer["prices"], "/predict", started)
     return PredictResponse(
-        price=prices[0], model_version=state["version"], model_alias=settings.model_alias,
-        request_id=uuid.uuid4().hex, warnings=warnings[0],
+        price=answer["prices"][0], price_low=answer["price_low"][0], price_high=answer["price_high"][0],
+        coverage=settings.interval_coverage, model_version=state["version"], model_alias=settings.model_alias,
+        request_id=uuid.uuid4().hex, warnings=answer["warnings"][0],
     )  # fmt: skip
 
 
@@ -83,18 +84,20 @@ async def predict_batch(request: Request) -> Response:
     if count > settings.max_batch_listings:
         raise HTTPException(413, f"{count} listings exceed the maximum of {settings.max_batch_listings} per request")
     prices: list[float | None] = [None] * count
+    lows, highs = list(prices), list(prices)
     warnings = []
     if good:
         columns = validated_columns([listing for _, listing in good])
-        values, row_warnings = predict_rows(state["model"], columns)
-        _log(raw_rows(columns), values, "/predict/batch", started)
-        for (index, _), price, found in zip(good, values, row_warnings, strict=True):
-            prices[index] = price
+        result = predict_rows(state["model"], columns, coverage=settings.interval_coverage)
+        _log(raw_rows(columns), result["prices"], "/predict/batch", started)
+        for (index, _), price, low, high, found in zip(good, *result.values(), strict=True):
+            prices[index], lows[index], highs[index] = price, low, high
             if found:
                 warnings.append({"index": index, "warnings": found})
     answer = BatchResponse(
-        prices=prices, errors=errors, warnings=warnings, model_version=state["version"] if good else None,
-        model_alias=settings.model_alias, request_id=uuid.uuid4().hex,
+        prices=prices, price_low=lows, price_high=highs, coverage=settings.interval_coverage, errors=errors,
+        warnings=warnings, model_version=state["version"] if good else None, model_alias=settings.model_alias,
+        request_id=uuid.uuid4().hex,
     )  # fmt: skip
     return Response(answer.model_dump_json(), media_type="application/json")
 
@@ -102,8 +105,11 @@ async def predict_batch(request: Request) -> Response:
 @app.post("/explain", response_model=ExplainResponse)
 async def explain(listing: Listing, request: Request) -> ExplainResponse:
     started, row = time.perf_counter(), listing.to_raw_row()
-    (result,) = explain_rows(state["model"], [row], comparables=settings.comparables_k)
+    (result,) = explain_rows(
+        state["model"], [row], comparables=settings.comparables_k, coverage=settings.interval_coverage
+    )
     _log([row], [result["price"]], "/explain", started)
     return ExplainResponse(
-        **result, model_version=state["version"], model_alias=settings.model_alias, request_id=uuid.uuid4().hex
-    )
+        **result, coverage=settings.interval_coverage, model_version=state["version"],
+        model_alias=settings.model_alias, request_id=uuid.uuid4().hex,
+    )  # fmt: skip

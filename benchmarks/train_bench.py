@@ -1,7 +1,7 @@
 """Training benchmark on the real sample: the budgeted champion, the unconstrained best and untuned XGBoost.
 
 Splits (benchmarks/real_data.py): rows 0-79,999 cleaned by the cleaning job's rules and hash-split
-into train/validation; rows 80,000-99,999 are the test rows, every row with a valid price, kept as
+into train/validation/calibration; rows 80,000-99,999 are the test rows, every row with a valid price, kept as
 it appears (missing sizes, bed 99, ...). Nothing is chosen on the test rows: the search, the bag
 size and the cut to the serving budget all look at validation rows only.
 
@@ -13,7 +13,9 @@ Three models, same rows, same machine, same run:
 * ``baseline_untuned``: XGBoost's defaults with early stopping on the same features.
 
 It also reports how many test rows the API prices as they appear (``priced_share``: the API's own
-validation, NaN sent as null) and accuracy on rows missing a size. Prints ONE JSON object (Tune's
+validation, NaN sent as null), accuracy on rows missing a size, and the champion's price range
+(``interval``): coverage overall, on rows missing a size and in the 5 largest states, median
+relative width, beside a constant-width split-conformal range calibrated on the same rows. Prints ONE JSON object (Tune's
 progress goes to stderr).
 
     .venv/bin/python benchmarks/train_bench.py [--samples 48] [--time-budget 480] [--cpus 2]
@@ -39,8 +41,9 @@ sys.path.insert(0, str(REPO))
 from benchmarks.bench_stack import model_shape  # noqa: E402
 from benchmarks.real_data import SAMPLE, cleaning_removed, test_rows, train_valid  # noqa: E402
 from ray_jobs.evaluate import evaluate  # noqa: E402
-from ray_jobs.serving_cost import measure  # noqa: E402
+from ray_jobs.serving_cost import measure_model  # noqa: E402
 from ray_jobs.tune import Budget, fit_untuned, train_model  # noqa: E402
+from rayestate.interval import conformal_quantile  # noqa: E402
 from rayestate.localstack import init_local_ray  # noqa: E402
 from rayestate.schema import SIZE_FIELDS  # noqa: E402
 from rayestate.settings import Settings  # noqa: E402
@@ -73,13 +76,40 @@ def quality(model, test: pd.DataFrame) -> dict:
     }
 
 
+def interval_report(model, test: pd.DataFrame, calibration: pd.DataFrame, coverage: float) -> dict:
+    """The price range on the test rows, and a constant-width split-conformal range as the baseline."""
+    priced = model.price_range(test.drop(columns="price"), coverage=coverage)
+    price = test["price"].to_numpy()
+    covered = (priced.low <= price) & (price <= priced.high)
+    missing = test[list(SIZE_FIELDS)].isna().any(axis=1).to_numpy()
+    states = test["state"].to_numpy()
+    largest = pd.Series(states).value_counts().head(5).index
+    residuals = np.abs(np.log(calibration["price"].to_numpy()) - model.predict_log(calibration.drop(columns="price")))
+    half = conformal_quantile(residuals, coverage)
+    base_low, base_high = priced.price * np.exp(-half), priced.price * np.exp(half)
+    return {
+        "nominal": coverage,
+        "coverage": round(float(covered.mean()), 4),
+        "coverage_missing_fields": round(float(covered[missing].mean()), 4),
+        "coverage_by_state": {state: round(float(covered[states == state].mean()), 4) for state in largest},
+        "median_rel_width": round(float(np.median((priced.high - priced.low) / priced.price)), 4),
+        "baseline_coverage": round(float(((base_low <= price) & (price <= base_high)).mean()), 4),
+        "baseline_coverage_missing_fields": round(
+            float(((base_low <= price) & (price <= base_high))[missing].mean()), 4
+        ),
+        "baseline_median_rel_width": round(float(np.median((base_high - base_low) / priced.price)), 4),
+        "calibration_rows": len(calibration),
+    }
+
+
 def described(model, result, bag, seconds: float, sample: np.ndarray) -> dict:
     """A trained model's shape and measured serving cost (the champion's own sample, one thread)."""
-    cost = measure(model.boosters, sample)
+    cost = measure_model(model, sample)
     return {
         **model_shape(model),
         "explain_ms_per_row": cost.explain_ms_per_row,
         "predict_us_per_row": cost.predict_us_per_row,
+        "range_predict_us_per_row": cost.range_predict_us_per_row,
         "valid_mae_log": round(bag.valid_mae, 5),
         "tune_seconds": round(result.tune_seconds, 1),
         "seconds": round(seconds, 1),
@@ -98,7 +128,7 @@ def main() -> int:
     parser.add_argument("--skip-unconstrained", action="store_true", help="train only the budgeted champion")
     args = parser.parse_args()
     raw = pd.read_parquet(SAMPLE)
-    train, valid = train_valid(raw)
+    train, valid, calibration = train_valid(raw)
     test, excluded = test_rows(raw)
     share, rejected = priced_share(test)
 
@@ -123,6 +153,7 @@ def main() -> int:
     report = {
         **quality(champion, test),
         "priced_share": round(share, 5),
+        "interval": interval_report(champion, test, calibration, settings.interval_coverage),
         "rows_rejected_by_the_api": rejected,
         "champion": {**described(*trained["champion"], sample), "budget": champion.meta["serving_cost"]},
         "baseline_untuned": {
@@ -132,6 +163,7 @@ def main() -> int:
         },
         "train_rows": len(train),
         "valid_rows": len(valid),
+        "calibration_rows": len(calibration),
         "train_rows_removed_by_cleaning": cleaning_removed(raw),
         "test_rows": len(test),
         "test_rows_excluded": excluded,

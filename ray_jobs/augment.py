@@ -59,15 +59,15 @@ def copies_needed(raw: pd.DataFrame) -> int:
 
 def with_masked_copies(
     features: pd.DataFrame, target: np.ndarray, raw: pd.DataFrame, *, seed: int
-) -> tuple[pd.DataFrame, np.ndarray, int]:
-    """``features`` and ``target`` plus masked copies of complete rows; returns the number of copies.
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``features`` and ``target`` plus masked copies of complete rows, and each copy's source row position.
 
     ``raw`` holds the same rows' listing fields (aligned with ``features``).
     """
     count = copies_needed(raw)
     complete = np.flatnonzero(raw[list(SIZE_FIELDS)].notna().all(axis=1).to_numpy())
     if count == 0 or complete.size == 0:
-        return features, target, 0
+        return features, target, np.empty(0, dtype=np.intp)
     rng = np.random.default_rng(seed)
     rows = rng.choice(complete, size=count, replace=count > complete.size)
     patterns = list(REAL_PATTERNS)
@@ -76,4 +76,4 @@ def with_masked_copies(
     missing = pd.DataFrame({field: [field in patterns[c] for c in chosen] for field in SIZE_FIELDS})
     copies = without_fields(features.iloc[rows].reset_index(drop=True), missing)
     combined = pd.concat([features.reset_index(drop=True), copies], ignore_index=True)
-    return combined, np.concatenate([np.asarray(target), np.asarray(target)[rows]]), count
+    return combined, np.concatenate([np.asarray(target), np.asarray(target)[rows]]), rows

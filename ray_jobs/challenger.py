@@ -85,15 +85,16 @@ def train_and_decide(
     batches = training_batches(records, settings)
     splits = split_frame(store.read_frame(settings, "clean", batches))
     print(
-        f"[train] {len(splits.train):,} train / {len(splits.valid):,} valid / {len(splits.test):,} test rows",
+        f"[train] {len(splits.train):,} train / {len(splits.valid):,} valid / {len(splits.test):,} test / "
+        f"{len(splits.calibration):,} calibration rows",
         flush=True,
     )
     model = None  # a version registered by a crashed run is decided on as it is, not retrained
     if existing is None:
         with register.unavailable_as_error(settings, "tuning (every trial logs to MLflow)"):
             model, result, bag = train_model(
-                splits.train, splits.valid, settings, mlflow_parent_run_id=mlflow.active_run().info.run_id,
-                meta={"training_batches": batches},
+                splits.train, splits.valid, splits.calibration, settings,
+                mlflow_parent_run_id=mlflow.active_run().info.run_id, meta={"training_batches": batches},
             )  # fmt: skip
         cost = model.meta["serving_cost"]
         with register.unavailable_as_error(settings, "logging the search results"):

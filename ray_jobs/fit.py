@@ -54,6 +54,8 @@ class TrainingData:
     y_valid: np.ndarray
     #: Up to 1,000 real validation rows as the boosters read them when serving (serving cost is measured on them).
     cost_sample: np.ndarray
+    #: For each row of x_valid, the position of its validation row (a masked copy points at its source).
+    valid_rows: np.ndarray
 
 
 def prepare(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, seed: int = 0, augment: bool = True) -> TrainingData:
@@ -67,11 +69,13 @@ def prepare(train_df: pd.DataFrame, valid_df: pd.DataFrame, *, seed: int = 0, au
     transform, x_train = FeatureTransform.fit_transform(train_df, seed=seed)
     x_valid = transform.transform(valid_df)
     y_train, y_valid = log_price(train_df["price"]), log_price(valid_df["price"])
+    valid_rows = np.arange(len(valid_df))
     if augment:
         x_train, y_train, _ = with_masked_copies(x_train, y_train, train_df, seed=seed)
-        x_valid, y_valid, _ = with_masked_copies(x_valid, y_valid, valid_df, seed=seed + 1)
+        x_valid, y_valid, sources = with_masked_copies(x_valid, y_valid, valid_df, seed=seed + 1)
+        valid_rows = np.concatenate([valid_rows, sources])
     cost_sample = transform.matrix(valid_df.iloc[:1000])
-    return TrainingData(transform, x_train, y_train, x_valid, y_valid, cost_sample)
+    return TrainingData(transform, x_train, y_train, x_valid, y_valid, cost_sample, valid_rows)
 
 
 def xgb_params(config: dict, y_train: np.ndarray, *, nthread: int, seed: int) -> dict:
@@ -130,7 +134,8 @@ def refit(
     y = log_price(df["price"])
     copies = 0
     if augment:
-        x, y, copies = with_masked_copies(x, y, df, seed=seed)
+        x, y, sources = with_masked_copies(x, y, df, seed=seed)
+        copies = len(sources)
     if not samples_randomly(params):
         bag_size = 1  # without row/column sampling every seed grows the same trees
     first_seed = int(params.get("seed", seed))

@@ -21,6 +21,7 @@ import numpy as np
 import xgboost as xgb
 
 from rayestate.features import FEATURES
+from rayestate.interval import scale_inputs
 from rayestate.model import FEATURE_TYPES, PriceModel
 
 EXPLAIN_ROWS = 32
@@ -31,8 +32,9 @@ REPEATS = 3
 @dataclass(frozen=True)
 class ServingCost:
     explain_ms_per_row: float
-    predict_us_per_row: float
+    predict_us_per_row: float  # the price range's scale model included
     trees: int
+    range_predict_us_per_row: float = 0.0  # the scale model's share of predict_us_per_row
 
     def within(self, explain_budget_ms: float, predict_budget_us: float) -> bool:
         return self.explain_ms_per_row <= explain_budget_ms and self.predict_us_per_row <= predict_budget_us
@@ -103,20 +105,38 @@ def trees_within(
     return (rounds, cost) if cost.within(explain_budget_ms, predict_budget_us) else (0, cost)
 
 
+def measure_model(model: PriceModel, sample: np.ndarray) -> ServingCost:
+    """What a whole model costs per row: its boosters, and for prediction its price range's scale model too."""
+    cost = measure(model.boosters, sample)
+    if model.interval is None:
+        return cost
+    rows = sample[:PREDICT_ROWS]
+    inputs = scale_inputs(rows, np.ones(len(rows), bool), np.ones(len(rows), bool), np.zeros(len(rows)))
+    with xgb.config_context(nthread=1):
+        seconds = _cpu_seconds(lambda: model.interval.scale.inplace_predict(inputs, validate_features=False), REPEATS)
+    range_us = round(1e6 * seconds / len(rows), 3)
+    return replace(
+        cost, predict_us_per_row=round(cost.predict_us_per_row + range_us, 3), range_predict_us_per_row=range_us
+    )
+
+
 def within_budget(model: PriceModel, sample: np.ndarray, *, explain_budget_ms: float, predict_budget_us: float):
     """The model cut to the longest prefix of its boosters that fits the budget, and its measured cost.
 
     A refit on more rows grows slightly bigger trees than the trial that chose its rounds: this
-    keeps the served model within budget anyway (usually by cutting nothing).
+    keeps the served model within budget anyway (usually by cutting nothing). The price range's
+    scale model counts in the prediction budget; the boosters get what it leaves.
     """
-    cost = measure(model.boosters, sample)
+    cost = measure_model(model, sample)
     if cost.within(explain_budget_ms, predict_budget_us):
         return model, cost
-    rounds, cost = trees_within(
-        model.boosters, sample, explain_budget_ms=explain_budget_ms, predict_budget_us=predict_budget_us
-    )
+    rounds, _ = trees_within(
+        model.boosters, sample, explain_budget_ms=explain_budget_ms,
+        predict_budget_us=predict_budget_us - cost.range_predict_us_per_row,
+    )  # fmt: skip
     if rounds == 0:
-        raise ValueError(f"not even one round of this model fits the serving budget (one round costs {cost})")
+        raise ValueError(f"not even one round of this model fits the serving budget ({cost})")
     boosters = [booster[:rounds] for booster in model.boosters]
     meta = {**model.meta, "rounds": rounds, "cut_to_budget_from": model.boosters[0].num_boosted_rounds()}
-    return replace(model, boosters=boosters, meta=meta), cost
+    cut = replace(model, boosters=boosters, meta=meta)
+    return cut, measure_model(cut, sample)

@@ -1,4 +1,4 @@
-"""Train / validation / test split by hashing each listing's identity.
+"""Train / validation / test / calibration split by hashing each listing's identity.
 
 A row's split is a pure function of its own values (never of its position, batch or the
 rows around it), so it never changes as batches accumulate: a test row of batch 1 is still a
@@ -7,6 +7,10 @@ a champion and a challenger comparable on the same held-out rows.
 
 The hash leaves out ``price`` and ``status`` on purpose: the same home relisted at a new
 price, or sold after being for sale, is the same home and must land in the same split.
+
+The calibration rows are held out of the final model's fit: the price range of every prediction
+is calibrated on them (ray_jobs.calibrate), and a range calibrated on rows the model was fitted on
+would be too narrow. Its bucket comes after test and validation, so adding it left both unchanged.
 """
 
 from __future__ import annotations
@@ -23,14 +27,16 @@ from rayestate.schema import NUMERIC_COLUMNS, RAW_COLUMNS
 SPLIT_SALT = "rayestate-split-v1"
 VALID_FRACTION = 0.1
 TEST_FRACTION = 0.1
+CALIBRATION_FRACTION = 0.1
 IDENTITY_COLUMNS = tuple(c for c in RAW_COLUMNS if c not in ("price", "status"))
-SPLITS = ("train", "valid", "test")
+SPLITS = ("train", "valid", "test", "calibration")
 
 
 class Splits(NamedTuple):
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
+    calibration: pd.DataFrame
 
 
 def _canonical(column: pd.Series, numeric: bool) -> pd.Series:
@@ -49,22 +55,38 @@ def row_keys(df: pd.DataFrame) -> np.ndarray:
 
 
 def assign_splits(
-    df: pd.DataFrame, *, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION
+    df: pd.DataFrame,
+    *,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    calibration_fraction: float = CALIBRATION_FRACTION,
 ) -> np.ndarray:
-    """'train' / 'valid' / 'test' per row, from a uniform number derived from the row key.
+    """'train' / 'valid' / 'test' / 'calibration' per row, from a uniform number derived from the row key.
 
-    Buckets are laid out test first, then valid: the test set for given fractions never
-    depends on the validation fraction.
+    Buckets are laid out test first, then valid, then calibration: the test set for given
+    fractions never depends on the others, nor the validation set on the calibration fraction.
     """
-    if not (0 <= test_fraction < 1 and 0 <= valid_fraction < 1 and test_fraction + valid_fraction < 1):
-        raise ValueError(f"bad split fractions: valid={valid_fraction}, test={test_fraction}")
+    fractions = (test_fraction, valid_fraction, calibration_fraction)
+    if not all(0 <= f < 1 for f in fractions) or sum(fractions) >= 1:
+        raise ValueError(
+            f"bad split fractions: valid={valid_fraction}, test={test_fraction}, calibration={calibration_fraction}"
+        )
     uniform = np.array([int(key[:15], 16) for key in row_keys(df)], dtype="float64") / 16**15
-    return np.select([uniform < test_fraction, uniform < test_fraction + valid_fraction], ["test", "valid"], "train")
+    edges = np.cumsum(fractions)
+    return np.select(
+        [uniform < edges[0], uniform < edges[1], uniform < edges[2]], ["test", "valid", "calibration"], "train"
+    )
 
 
 def split_frame(
-    df: pd.DataFrame, *, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION
+    df: pd.DataFrame,
+    *,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    calibration_fraction: float = CALIBRATION_FRACTION,
 ) -> Splits:
-    """The three splits of df (original index and row order kept within each)."""
-    names = assign_splits(df, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    """The four splits of df (original index and row order kept within each)."""
+    names = assign_splits(
+        df, valid_fraction=valid_fraction, test_fraction=test_fraction, calibration_fraction=calibration_fraction
+    )
     return Splits(*(df[names == name] for name in SPLITS))

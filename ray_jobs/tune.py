@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -26,6 +26,7 @@ import pandas as pd
 import xgboost as xgb
 
 from ray_jobs import serving_cost
+from ray_jobs.calibrate import calibrate, with_interval
 from ray_jobs.fit import (
     DEFAULT_CONFIG,
     OBJECTIVES,
@@ -98,11 +99,17 @@ class Budget:
     def fits(self, cost: ServingCost) -> bool:
         return cost.within(self.explain_ms, self.predict_us)
 
+    def reserving_range(self) -> Budget:
+        """The budget left for the price model once the price range's scale model has its share."""
+        return replace(self, predict_us=self.predict_us - RANGE_PREDICT_RESERVE_US)
+
     def affordable_rounds(self, cost: ServingCost, rounds: int) -> float:
         """Rounds the budget affords, projected from what ``rounds`` rounds cost (costs grow ~linearly)."""
         return rounds * min(self.explain_ms / cost.explain_ms_per_row, self.predict_us / cost.predict_us_per_row)
 
 
+#: Prediction µs per row kept for the price range's scale model (~100-200 depth-4 trees: 3-4 µs measured).
+RANGE_PREDICT_RESERVE_US = 4.0
 #: Rounds at which a trial measures what its booster costs so far.
 COST_CHECKPOINTS = (20, 60, 150, 400, 1000, 2000)
 
@@ -446,24 +453,24 @@ class BagChoice:
 
 def choose_bag(
     data: TrainingData, result: TuneResult, budget: Budget, *, max_size: int, nthread: int, seed: int
-) -> BagChoice:
+) -> tuple[BagChoice, list[xgb.Booster]]:
     """The bag size (1..max_size) with the lowest validation error within the serving budget.
 
     A bag of b boosters (the chosen config, seeds seed..seed+b-1) costs b times one booster's rounds,
     so within a budget its members keep fewer rounds each: whether averaging beats one longer
-    booster is measured here, on the validation rows, never on test rows.
+    booster is measured here, on the validation rows, never on test rows. Also returns the chosen
+    bag's boosters (fitted on the training rows only, cut to the chosen rounds): the stage-one model
+    whose validation residuals teach the price range (ray_jobs.calibrate).
     """
-    single = BagChoice(1, result.best_rounds, result.best_valid_mae)
-    if max_size < 2 or not samples_randomly(result.params):
-        return single  # without row/column sampling every seed grows the same trees
     params = {**result.params, "nthread": nthread}
+    sizes = max_size if samples_randomly(result.params) else 1  # without sampling every seed grows the same trees
     members = [
         train_booster({**params, "seed": seed + i}, data.x_train, data.y_train, rounds=result.best_rounds)
-        for i in range(max_size)
+        for i in range(max(1, sizes))
     ]
+    best = BagChoice(1, result.best_rounds, result.best_valid_mae)
     dvalid = xgb.DMatrix(data.x_valid, enable_categorical=True)
-    best = single
-    for size in range(2, max_size + 1):
+    for size in range(2, sizes + 1):
         bag = members[:size]
         affordable = result.best_rounds
         if budget.limited:
@@ -477,12 +484,13 @@ def choose_bag(
             mae = float(np.mean(np.abs(average - data.y_valid)))
             if mae < best.valid_mae:
                 best = BagChoice(size, rounds, mae)
-    return best
+    return best, [booster[: best.rounds] for booster in members[: best.size]]
 
 
 def train_model(
     train_df: pd.DataFrame,
     valid_df: pd.DataFrame,
+    calibration_df: pd.DataFrame,
     settings: Settings,
     *,
     mlflow_parent_run_id: str | None = None,
@@ -490,24 +498,38 @@ def train_model(
     nthread: int | None = None,
     meta: dict | None = None,
 ) -> tuple[PriceModel, TuneResult, BagChoice]:
-    """The pipeline's model: search, bag size on validation, refit on train + valid, kept within budget.
+    """The pipeline's model: search, bag size on validation, refit on train + valid within budget, price range.
 
-    Returns the model (its meta records its measured serving cost and the budget), the search
-    and the bag choice. ``budget`` defaults to the settings' serving budget; ``Budget()`` is none.
+    The final model is fitted on the training and validation rows, cut to the serving budget if
+    the refit grew past it (the price range's scale model counts in the prediction budget), and
+    its price range calibrated on ``calibration_df``, which no model here was fitted on. Returns
+    the model (its meta records the measured serving cost and the budget), the search and the bag
+    choice. ``budget`` defaults to the settings' serving budget; ``Budget()`` is none.
     """
     budget = Budget.of(settings) if budget is None else budget
     nthread = nthread or os.cpu_count() or 1
     data = prepare(train_df, valid_df, seed=settings.seed, augment=settings.augment_missing_sizes)
-    result = search(data, settings, mlflow_parent_run_id=mlflow_parent_run_id, budget=budget)
-    bag = choose_bag(data, result, budget, max_size=settings.bag_size, nthread=nthread, seed=settings.seed)
+    result = search(data, settings, mlflow_parent_run_id=mlflow_parent_run_id, budget=budget.reserving_range())
+    bag, stage_one = choose_bag(
+        data, result, budget.reserving_range(), max_size=settings.bag_size, nthread=nthread, seed=settings.seed
+    )
     model = refit(
         pd.concat([train_df, valid_df]), result.params, bag.rounds, seed=settings.seed, nthread=nthread,
         bag_size=bag.size, augment=settings.augment_missing_sizes, comparables_rows=settings.comparables_rows,
         meta={"valid_mae_log": bag.valid_mae, **(meta or {})},
     )  # fmt: skip
+    known = data.transform.known(valid_df)
+    valid_known = {name: flags[data.valid_rows] for name, flags in known.items()}
+    stage_one_model = PriceModel(stage_one, data.transform)
+    model = with_interval(
+        model, stage_one_model, data.x_valid, data.y_valid, valid_known, calibration_df, seed=settings.seed,
+        nthread=nthread,
+    )  # fmt: skip
     model, cost = serving_cost.within_budget(
         model, data.cost_sample, explain_budget_ms=budget.explain_ms, predict_budget_us=budget.predict_us
     )
+    if model.meta.get("cut_to_budget_from"):  # a cut model is a different model: calibrate its range again
+        model = replace(model, interval=calibrate(model, model.interval.scale, calibration_df))
     model.meta["serving_cost"] = {
         **asdict(cost), "explain_budget_ms": budget.explain_ms, "predict_budget_us": budget.predict_us
     }  # fmt: skip

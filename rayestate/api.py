@@ -12,9 +12,16 @@ from pydantic import BaseModel, Field
 
 from rayestate.registry import VersionRecord
 
+RANGE_LOW = "Low end of the price range: the price falls in [price_low, price_high] with probability `coverage` (null: the model has no calibrated range)"
+RANGE_HIGH = "High end of the price range"
+COVERAGE = "Nominal coverage of the price range (calibrated on rows the model was not fitted on)"
+
 
 class PredictResponse(BaseModel):
     price: float = Field(description="Predicted price in US dollars")
+    price_low: float | None = Field(description=RANGE_LOW)
+    price_high: float | None = Field(description=RANGE_HIGH)
+    coverage: float = Field(description=COVERAGE)
     model_version: str
     model_alias: str
     request_id: str
@@ -39,6 +46,9 @@ class RowWarnings(BaseModel):
 
 class BatchResponse(BaseModel):
     prices: list[float | None] = Field(description="One price per listing, null where the listing was rejected")
+    price_low: list[float | None] = Field(description="Per listing: " + RANGE_LOW)
+    price_high: list[float | None] = Field(description="Per listing: " + RANGE_HIGH)
+    coverage: float = Field(description=COVERAGE)
     errors: list[RowError] = Field(description="Rejected listings by index; the other rows are still priced")
     warnings: list[RowWarnings]
     model_version: str | None
@@ -90,6 +100,9 @@ class Comparable(BaseModel):
 
 class ExplainResponse(BaseModel):
     price: float
+    price_low: float | None = Field(description=RANGE_LOW)
+    price_high: float | None = Field(description=RANGE_HIGH)
+    coverage: float = Field(description=COVERAGE)
     log_price: float = Field(description="The model's output; equals base_value + sum(shap)")
     base_value: float = Field(description="Expected log price over the training data (SHAP base value)")
     base_price: float = Field(description="exp(base_value), the dollar starting point of dollar_effects")

@@ -159,6 +159,19 @@ def without_fields(features: pd.DataFrame, missing: pd.DataFrame) -> pd.DataFram
     return out
 
 
+def frame_matrix(features: pd.DataFrame) -> np.ndarray:
+    """A feature frame (FeatureTransform.transform) as the float matrix the boosters read when serving."""
+    columns = []
+    for name in FEATURES:
+        column = features[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy()
+            columns.append(np.where(codes >= 0, codes, np.nan))
+        else:
+            columns.append(column.to_numpy(dtype="float64", na_value=np.nan))
+    return np.column_stack(columns)
+
+
 def log_price(price) -> np.ndarray:
     """The training target: natural log of the price in dollars."""
     return np.log(np.asarray(price, dtype="float64"))
@@ -175,7 +188,9 @@ _FIRST_DATE, _LAST_DATE = date(1677, 9, 22), date(2262, 4, 11)
 
 
 def listing_columns(listings) -> Columns:
-    """Raw listing columns from a DataFrame, a list of row dicts, or a dict of column lists."""
+    """Raw listing columns from a DataFrame, a list of row dicts, or a dict of column lists (Columns as they are)."""
+    if _is_columns(listings) and set(RAW_COLUMNS) <= set(listings):
+        return listings
     if isinstance(listings, pd.DataFrame):
         source = {c: listings[c].to_numpy() for c in RAW_COLUMNS if c in listings.columns}
         rows = len(listings)

@@ -17,7 +17,15 @@ import numpy as np
 import xgboost as xgb
 
 from rayestate.comparables import ComparablesIndex
-from rayestate.features import CATEGORICAL_FEATURES, FEATURE_LABELS, FEATURES, FeatureTransform, ListingKeys
+from rayestate.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_LABELS,
+    FEATURES,
+    FeatureTransform,
+    ListingKeys,
+    listing_columns,
+)
+from rayestate.interval import PriceInterval, scale_inputs
 
 #: How XGBoost types each feature (as training saw the frame): state and status are categorical.
 FEATURE_TYPES = ["c" if name in CATEGORICAL_FEATURES else "float" for name in FEATURES]
@@ -25,6 +33,16 @@ FEATURE_TYPES = ["c" if name in CATEGORICAL_FEATURES else "float" for name in FE
 BOOSTER_FILE = "booster.ubj"
 TRANSFORM_FILE = "transform.json"
 META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class Priced:
+    """Prices in dollars with their range, and what the model knew of each listing's location."""
+
+    price: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    known: dict[str, np.ndarray]
 
 
 @dataclass
@@ -50,6 +68,8 @@ class PriceModel:
     meta: dict = field(default_factory=dict)
     #: The training listings shown as comparable homes (None for a model saved without them).
     comparables: ComparablesIndex | None = None
+    #: The calibrated price range (None for a model saved without one).
+    interval: PriceInterval | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.boosters, xgb.Booster):
@@ -62,9 +82,25 @@ class PriceModel:
 
         ``keys``: the rows' ListingKeys, if the caller has them (the response warnings share them).
         """
-        return self._log_price(self.transform.matrix(listings, keys))
+        return self.log_price_of(self.transform.matrix(listings, keys))
 
-    def _log_price(self, matrix: np.ndarray) -> np.ndarray:
+    def price_range(self, listings, keys: ListingKeys | None = None, *, coverage: float) -> Priced:
+        """Prices with their range at ``coverage`` (NaN bounds for a model without a calibrated range)."""
+        columns = listing_columns(listings)
+        keys = keys if keys is not None else ListingKeys.of(columns)
+        matrix = self.transform.matrix(columns, keys)
+        log_price = self.log_price_of(matrix)
+        known = self.transform.known(columns, keys)
+        if self.interval is None:
+            low = high = np.full(len(log_price), np.nan)
+        else:
+            inputs = scale_inputs(matrix, known["zip"], known["city"], log_price)
+            half = self.interval.half_widths(inputs, known["zip"], coverage)
+            low, high = np.exp(log_price - half), np.exp(log_price + half)
+        return Priced(np.exp(log_price), low, high, known)
+
+    def log_price_of(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's output (mean log price of the bag) for a feature matrix (FeatureTransform.matrix)."""
         # The boosters read the float matrix as it is (categories as their training codes); a
         # DataFrame would be converted column by column on every call, for every booster of the bag.
         outputs = [b.inplace_predict(matrix, validate_features=False) for b in self.boosters]
@@ -86,7 +122,7 @@ class PriceModel:
             matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True
         )
         contribs = np.mean([b.predict(dmatrix, pred_contribs=True) for b in self.boosters], axis=0, dtype="float64")
-        log_prices = self._log_price(matrix)
+        log_prices = self.log_price_of(matrix)
         explanations = []
         for i in range(len(matrix)):
             row = contribs[i]
@@ -117,6 +153,8 @@ class PriceModel:
         (directory / META_FILE).write_text(json.dumps(self.meta, default=str))
         if self.comparables is not None:
             self.comparables.save(directory)
+        if self.interval is not None:
+            self.interval.save(directory)
         return directory
 
     @classmethod
@@ -136,6 +174,7 @@ class PriceModel:
             transform=FeatureTransform.load(directory / TRANSFORM_FILE),
             meta=meta,
             comparables=ComparablesIndex.load(directory),
+            interval=PriceInterval.load(directory),
         )
 
 

@@ -4,8 +4,8 @@ This module is shipped inside every registered model (``code/rayestate/``, with 
 imports, see :data:`MODEL_CODE`), so ``mlflow.pyfunc.load_model("models:/rayestate-price@champion")``
 and ``mlflow models serve`` work where this project is not installed: they need only the
 model's pinned requirements. Input rows are the API's listings (:class:`rayestate.schema.Listing`:
-same fields, same bounds, same optional fields); the output is the price in dollars, as the
-Serve API answers it for the same listings.
+same fields, same bounds, same optional fields); the output is the price in dollars and its range
+(``price_low``, ``price_high``), as the Serve API answers them for the same listings.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import get_args
 import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import ModelSignature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 from rayestate.model import PriceModel
 from rayestate.schema import Listing
@@ -24,10 +24,12 @@ from rayestate.schema import Listing
 ARTIFACT_KEY = "price_model"
 #: The rayestate modules a loaded pyfunc model imports (shipped as its code); a test loads the
 #: model where the project is not importable, so a missing one fails there.
-MODEL_CODE = ("pyfunc.py", "model.py", "features.py", "schema.py", "comparables.py")
+MODEL_CODE = ("pyfunc.py", "model.py", "features.py", "schema.py", "comparables.py", "interval.py")
 #: Third-party packages the shipped code imports, pinned to the versions it was logged with.
 MODEL_REQUIREMENTS = ("xgboost", "pandas", "numpy", "pyarrow", "pydantic")
 _COLUMN_TYPES = {float: "double", str: "string"}
+#: The range's coverage unless the caller passes ``params={"coverage": ...}`` (0.50-0.99).
+DEFAULT_COVERAGE = 0.8
 
 
 class PriceModelPyfunc(mlflow.pyfunc.PythonModel):
@@ -39,7 +41,9 @@ class PriceModelPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         records = model_input.astype("object").where(model_input.notna(), None).to_dict(orient="records")
         rows = [Listing.model_validate({k: v for k, v in r.items() if v is not None}).to_raw_row() for r in records]
-        return pd.DataFrame({"price": self._model.predict(rows)})
+        coverage = float((params or {}).get("coverage", DEFAULT_COVERAGE))
+        priced = self._model.price_range(rows, coverage=coverage)
+        return pd.DataFrame({"price": priced.price, "price_low": priced.low, "price_high": priced.high})
 
 
 def _column_type(annotation) -> str:
@@ -58,7 +62,9 @@ def signature() -> ModelSignature:
             for name, f in Listing.model_fields.items()
         ]
     )
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "price")]))
+    outputs = Schema([ColSpec("double", name) for name in ("price", "price_low", "price_high")])
+    params = ParamSchema([ParamSpec("coverage", "double", DEFAULT_COVERAGE)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
 def input_example() -> pd.DataFrame:

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         description="Add copies of training rows with sizes masked (real patterns) when the training data lacks "
         "missing sizes, e.g. the course API's complete rows, so listings without them are priced from trained paths.",
     )
+    interval_coverage: float = Field(
+        0.8, ge=0.5, le=0.99,
+        description="Coverage of the price range every price comes with (0.50-0.99 in steps of 0.01, calibrated per model).",
+    )  # fmt: skip
     comparables_rows: int = Field(
         250_000, ge=0, le=5_000_000, description="Training listings a model keeps to show as comparable homes."
     )
@@ -142,6 +146,14 @@ class Settings(BaseSettings):
     ui_port: int = Field(8501, ge=1, le=65535)
     mlflow_port: int = Field(5000, ge=1, le=65535)
     data_api_port: int = Field(8081, ge=1, le=65535)
+
+    @field_validator("interval_coverage")
+    @classmethod
+    def _calibrated_coverage(cls, value: float) -> float:
+        # Ranges are calibrated at 0.50, 0.51, ..., 0.99 (rayestate.interval.COVERAGES).
+        if abs(value * 100 - round(value * 100)) > 1e-9:
+            raise ValueError("must be a whole percentage, e.g. 0.8 or 0.95")
+        return round(value, 2)
 
     @field_validator("state_dir")
     @classmethod

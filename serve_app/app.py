@@ -50,6 +50,8 @@ MODEL_CALL_TIMEOUT_S = 60.0
 #: Tries of a call whose replica died under it (the first one included).
 REPLICA_LOST_ATTEMPTS = 3
 DEFAULT_BATCH_CHUNK_ROWS = 1000
+#: What a predictor answers per row of a chunk (serve_app.inference.predict_rows).
+BATCH_LISTS = ("prices", "price_low", "price_high", "warnings")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 logger = logging.getLogger("ray.serve")
 
@@ -144,6 +146,9 @@ class Api:
         self._log([row], [result["price"]], result["model_version"], "/predict", started)
         return PredictResponse(
             price=result["price"],
+            price_low=result["price_low"],
+            price_high=result["price_high"],
+            coverage=self._settings.interval_coverage,
             model_version=result["model_version"],
             model_alias=self._settings.model_alias,
             request_id=_request_id(request),
@@ -179,6 +184,7 @@ class Api:
         if errors:
             api_metrics().reject("/predict/batch", "invalid_row", len(errors))
         prices: list[float | None] = [None] * count
+        lows, highs = list(prices), list(prices)
         warnings = []
         version = None
         if good:
@@ -187,12 +193,18 @@ class Api:
             version = result["model_version"]
             request.state.model_version = version
             background.add_task(self._log_batch, columns, result["prices"], version, started)
-            for (index, _), price, row_warnings in zip(good, result["prices"], result["warnings"], strict=True):
-                prices[index] = price
+            rows = zip(
+                good, result["prices"], result["price_low"], result["price_high"], result["warnings"], strict=True
+            )
+            for (index, _), price, low, high, row_warnings in rows:
+                prices[index], lows[index], highs[index] = price, low, high
                 if row_warnings:
                     warnings.append({"index": index, "warnings": row_warnings})
         answer = BatchResponse(
             prices=prices,
+            price_low=lows,
+            price_high=highs,
+            coverage=self._settings.interval_coverage,
             errors=errors,
             warnings=warnings,
             model_version=version,
@@ -228,11 +240,8 @@ class Api:
             parts = await asyncio.gather(*calls)
             versions = {part["model_version"] for part in parts}
             if len(versions) == 1:
-                return {
-                    "model_version": versions.pop(),
-                    "prices": [price for part in parts for price in part["prices"]],
-                    "warnings": [warning for part in parts for warning in part["warnings"]],
-                }
+                merged = {name: [value for part in parts for value in part[name]] for name in BATCH_LISTS}
+                return {"model_version": versions.pop(), **merged}
         raise HTTPException(503, "the model is being swapped to a new version; retry shortly")
 
     @api.post("/explain", response_model=ExplainResponse, summary="Price one listing and explain it (exact SHAP)")
@@ -241,7 +250,10 @@ class Api:
         result = await _answer(lambda: self._explainer.explain.remote(row), "explainer")
         request.state.model_version = result["model_version"]
         self._log([row], [result["price"]], result["model_version"], "/explain", started)
-        return ExplainResponse(**result, model_alias=self._settings.model_alias, request_id=_request_id(request))
+        return ExplainResponse(
+            **result, coverage=self._settings.interval_coverage, model_alias=self._settings.model_alias,
+            request_id=_request_id(request),
+        )  # fmt: skip
 
     # --- operations --------------------------------------------------------------------
     @api.get("/health", summary="The ingress process is alive")

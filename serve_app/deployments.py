@@ -89,19 +89,20 @@ class Predictor(ModelReplica):
         loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
 
         def compute(batch: list[dict]) -> list[dict]:
-            prices, warnings = predict_rows(loaded.model, batch)
+            answer = predict_rows(loaded.model, batch, coverage=self._settings.interval_coverage)
             return [
-                {"price": price, "warnings": warning, "model_version": loaded.version}
-                for price, warning in zip(prices, warnings, strict=True)
-            ]
+                {"price": price, "price_low": low, "price_high": high, "warnings": warning,
+                 "model_version": loaded.version}
+                for price, low, high, warning in zip(*answer.values(), strict=True)
+            ]  # fmt: skip
 
         return isolate_failures(compute, rows)
 
     async def predict_many(self, columns: dict[str, list]) -> dict:
         """A whole /predict/batch request (validated listings as columns) in one model call."""
         loaded = self._served.current
-        prices, warnings = predict_rows(loaded.model, columns)
-        return {"prices": prices, "warnings": warnings, "model_version": loaded.version}
+        answer = predict_rows(loaded.model, columns, coverage=self._settings.interval_coverage)
+        return {**answer, "model_version": loaded.version}
 
 
 @serve.deployment(name="Explainer")
@@ -114,7 +115,10 @@ class Explainer(ModelReplica):
         loaded = self._served.current
 
         def compute(batch: list[dict]) -> list[dict]:
-            results = explain_rows(loaded.model, batch, comparables=self._settings.comparables_k)
+            results = explain_rows(
+                loaded.model, batch, comparables=self._settings.comparables_k,
+                coverage=self._settings.interval_coverage,
+            )  # fmt: skip
             return [{**result, "model_version": loaded.version} for result in results]
 
         return isolate_failures(compute, rows)

@@ -36,6 +36,8 @@ from rayestate.schema import SIZE_FIELDS
 #: XGBoost threads per call. A replica is one core's worth of work: OpenMP threads in a busy
 #: process spin against each other (10x slower on a loaded 2-core box); scale with replicas.
 XGB_THREADS = 1
+#: The price range's coverage when the caller does not say (Settings.interval_coverage).
+DEFAULT_COVERAGE = 0.8
 
 
 #: Per size field, what a listing without it is told.
@@ -44,13 +46,18 @@ MISSING_FIELD_WARNINGS = {
 }
 
 
-def row_warnings(model: PriceModel, columns: Columns, keys: ListingKeys | None = None) -> list[list[str]]:
-    """Per row, what the model could not use as given (a size left out, an unseen state, zip or city)."""
+def row_warnings(
+    model: PriceModel, columns: Columns, keys: ListingKeys | None = None, known: dict[str, np.ndarray] | None = None
+) -> list[list[str]]:
+    """Per row, what the model could not use as given (a size left out, an unseen state, zip or city).
+
+    ``known``: FeatureTransform.known for these rows, if the caller has it.
+    """
     warnings: list[list[str]] = [[] for _ in range(len(columns["state"]))]
     for field, text in MISSING_FIELD_WARNINGS.items():
         for i in np.flatnonzero(np.isnan(columns[field])).tolist():
             warnings[i].append(text)
-    known = model.transform.known(columns, keys)
+    known = known if known is not None else model.transform.known(columns, keys)
     unseen_state = ~known["state"]
     unseen_zip = ~known["zip"] & ~np.isnan(columns["zip_code"])
     unseen_city = ~known["city"] & (columns["city"] != None)  # noqa: E711 (elementwise on an object array)
@@ -73,17 +80,29 @@ def row_warnings(model: PriceModel, columns: Columns, keys: ListingKeys | None =
     return warnings
 
 
-def predict_rows(model: PriceModel, listings) -> tuple[list[float], list[list[str]]]:
-    """Prices in dollars and per-row warnings for raw listings (row dicts, or columns of values).
+def _bounds(values) -> list[float | None]:
+    """Range bounds for JSON: None where the model has no calibrated range."""
+    return [None if math.isnan(v) else v for v in values.tolist()]
 
-    No pandas on this path: one listing costs well under a millisecond, where a DataFrame's
-    per-call overhead alone cost ~5 ms; a big batch takes the same code (one definition).
+
+def predict_rows(model: PriceModel, listings, *, coverage: float = DEFAULT_COVERAGE) -> dict[str, list]:
+    """Prices in dollars, their range at ``coverage`` and per-row warnings for raw listings.
+
+    ``listings``: row dicts, or columns of values. Answers ``{"prices", "price_low", "price_high",
+    "warnings"}``, one entry per row. No pandas on this path: one listing costs well under a
+    millisecond, where a DataFrame's per-call overhead alone cost ~5 ms; a big batch takes the
+    same code (one definition).
     """
     columns = listing_columns(listings)
     keys = ListingKeys.of(columns)  # the transform and the warnings share them
     with xgb.config_context(nthread=XGB_THREADS):
-        prices = model.predict(columns, keys)
-    return prices.tolist(), row_warnings(model, columns, keys)
+        priced = model.price_range(columns, keys, coverage=coverage)
+    return {
+        "prices": priced.price.tolist(),
+        "price_low": _bounds(priced.low),
+        "price_high": _bounds(priced.high),
+        "warnings": row_warnings(model, columns, keys, priced.known),
+    }
 
 
 def dollar_scale(base_value: float, shap: dict[str, float]) -> float:
@@ -138,14 +157,18 @@ def _json_value(value):
     return value
 
 
-def explain_rows(model: PriceModel, rows: list[dict], *, comparables: int = 5) -> list[dict]:
+def explain_rows(
+    model: PriceModel, rows: list[dict], *, comparables: int = 5, coverage: float = DEFAULT_COVERAGE
+) -> list[dict]:
     """Exact TreeSHAP per row (pred_contribs on the served booster), in log-price space and in dollars,
     with the listing's ``comparables`` most similar training homes."""
     columns = listing_columns(rows)
     keys = ListingKeys.of(columns)
     with xgb.config_context(nthread=XGB_THREADS):
         explanations = model.explain(columns, keys)  # log_price: the model's own output, not base + sum(shap)
-    warnings = row_warnings(model, columns, keys)
+        priced = model.price_range(columns, keys, coverage=coverage)
+    warnings = row_warnings(model, columns, keys, priced.known)
+    lows, highs = _bounds(priced.low), _bounds(priced.high)
     results = []
     for i, (row, explanation, row_warning) in enumerate(zip(rows, explanations, warnings, strict=True)):
         log_price = explanation.log_price
@@ -165,6 +188,8 @@ def explain_rows(model: PriceModel, rows: list[dict], *, comparables: int = 5) -
         results.append(
             {
                 "price": float(np.exp(log_price)),
+                "price_low": lows[i],
+                "price_high": highs[i],
                 "log_price": float(log_price),
                 "base_value": explanation.base_value,
                 "base_price": math.exp(explanation.base_value),

@@ -1,5 +1,7 @@
 """A small real champion for the serving and UI tests, registered the way the pipeline registers one.
 
+It comes with its price range, calibrated on held-out rows as the pipeline calibrates it.
+
 Trained on the one synthetic market with the pipeline's own fitting code (tests.support.models),
 evaluated on held-out synthetic rows, and registered through the pipeline's decision path (ray_jobs.challenger.register_and_decide inside a pipeline run): its metrics and
 its decision tags are real. It is small (a few seconds to train) so a test session stays short.
@@ -18,7 +20,7 @@ from ray_jobs.split import split_frame
 from rayestate import registry
 from rayestate.model import PriceModel
 from rayestate.settings import Settings
-from tests.support.models import sample_listings, train_sample_model
+from tests.support.models import sample_listings, train_sample_model, with_sample_range
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,6 @@ def register_sample_model(
 def make_sample_champion(tracking_uri: str, name: str, *, rows: int = 4000, seed: int = 1) -> Champion:
     """Train, evaluate and register a first model under ``name``; it becomes the champion."""
     splits = split_frame(sample_listings(rows, seed=seed))
-    model = train_sample_model(pd.concat([splits.train, splits.valid]), seed=seed)
+    model = with_sample_range(train_sample_model(pd.concat([splits.train, splits.valid]), seed=seed), splits, seed=seed)
     record = register_sample_model(tracking_uri, name, model, splits.test, run_key=f"sample-{seed}-{rows}")
     return Champion(tracking_uri=tracking_uri, name=name, version=record.version)
