@@ -160,8 +160,14 @@ def _date(text) -> date | None:
 
 def render_prediction(listing: Mapping, prediction: Mapping) -> None:
     price = prediction["price"]
+    low, high = prediction.get("price_low"), prediction.get("price_high")
     cols = st.columns(4)
-    cols[0].metric("Predicted price", money(price), border=True)
+    cols[0].metric(
+        "Predicted price", money(price), border=True,
+        delta=f"{money(low)} – {money(high)}" if low is not None and high is not None else None, delta_color="off",
+        help=f"The price falls in this range {prediction.get('coverage', 0.8):.0%} of the time (measured on homes "
+        "the model was not trained on); it is wider where the model knows less.",
+    )  # fmt: skip
     for col, (name, value) in zip(cols[1:], price_ratios(listing, price).items(), strict=True):
         col.metric(f"Price {name}", money(value) if value is not None else "—", border=True)
     st.caption(

@@ -108,22 +108,29 @@ def price_in_chunks(
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     prices: list[float | None] = []
+    lows: list[float | None] = []
+    highs: list[float | None] = []
     errors, warnings, versions = [], [], set()
     for offset in range(0, len(listings), chunk):
         answer = predict_batch(listings[offset : offset + chunk])
         prices.extend(answer["prices"])
+        lows.extend(answer.get("price_low") or [None] * len(answer["prices"]))
+        highs.extend(answer.get("price_high") or [None] * len(answer["prices"]))
         errors.extend({**e, "index": e["index"] + offset} for e in answer.get("errors", []))
         warnings.extend({**w, "index": w["index"] + offset} for w in answer.get("warnings", []))
         if answer.get("model_version"):
             versions.add(str(answer["model_version"]))
         progress(min(1.0, (offset + chunk) / len(listings)))
-    return {"prices": prices, "errors": errors, "warnings": warnings, "model_versions": sorted(versions)}
+    return {"prices": prices, "price_low": lows, "price_high": highs, "errors": errors, "warnings": warnings,
+            "model_versions": sorted(versions)}  # fmt: skip
 
 
 def priced_frame(frame: pd.DataFrame, result: Mapping) -> pd.DataFrame:
-    """The uploaded rows plus predicted_price, error and warnings (and the gap to a listed price)."""
+    """The uploaded rows plus predicted_price, its range (price_low, price_high), error and warnings
+    (and the gap to a listed price)."""
     out = frame.copy()
-    out["predicted_price"] = pd.Series(result["prices"], index=out.index, dtype="float64").round(0)
+    for column, values in (("predicted_price", "prices"), ("price_low", "price_low"), ("price_high", "price_high")):
+        out[column] = pd.Series(result.get(values) or [None] * len(out), index=out.index, dtype="float64").round(0)
     errors = {e["index"]: describe_detail(e.get("detail")) for e in result.get("errors", [])}
     warnings = {w["index"]: " | ".join(w.get("warnings", [])) for w in result.get("warnings", [])}
     out["error"] = [errors.get(i, "") for i in range(len(out))]

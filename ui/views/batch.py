@@ -82,9 +82,11 @@ if rejected:
     st.dataframe(failed, width="stretch", column_order=["error", *(c for c in failed.columns if c != "error")])
 st.subheader("Priced rows")
 view = priced[priced["error"] == ""].drop(columns=["error"])
-first = [c for c in ("predicted_price", "predicted_vs_listed", "price", "warnings") if c in view.columns]
+first = [c for c in ("predicted_price", "price_low", "price_high", "predicted_vs_listed", "price", "warnings")
+         if c in view.columns]  # fmt: skip
+shown = {c: view[c].map(charts.money) for c in ("predicted_price", "price_low", "price_high")}
 st.dataframe(
-    view.assign(predicted_price=view["predicted_price"].map(charts.money)).head(1000),
+    view.assign(**shown).head(1000),
     width="stretch",
     column_order=[*first, *(c for c in view.columns if c not in first)],
     column_config={"predicted_vs_listed": st.column_config.NumberColumn(format="percent")},
