@@ -53,17 +53,20 @@ async def lifespan(_app: FastAPI):
 app = FastAPI(title="baseline: FastAPI + uvicorn, one worker per core, same work as the Serve app", lifespan=lifespan)
 
 
-def _log(rows: list[dict], prices: list, endpoint: str, started: float) -> None:
+def _log(rows: list[dict], answer: dict, endpoint: str, started: float) -> None:
     if state["log"] is not None:
         latency = (time.perf_counter() - started) * 1000.0
-        state["log"].add(rows, prices, model_version=state["version"], endpoint=endpoint, latency_ms=latency)
+        state["log"].add(
+            rows, answer["prices"], lows=answer["price_low"], highs=answer["price_high"],
+            model_version=state["version"], endpoint=endpoint, latency_ms=latency,
+        )  # fmt: skip
 
 
 @app.post("/predict", response_model=PredictResponse)
 async def predict(listing: Listing, request: Request) -> PredictResponse:
     started, row = time.perf_counter(), listing.to_raw_row()
     answer = predict_rows(state["model"], [row], coverage=settings.interval_coverage)
-    _log([row], answer["prices"], "/predict", started)
+    _log([row], answer, "/predict", started)
     return PredictResponse(
         price=answer["prices"][0], price_low=answer["price_low"][0], price_high=answer["price_high"][0],
         coverage=settings.interval_coverage, model_version=state["version"], model_alias=settings.model_alias,
@@ -89,7 +92,7 @@ async def predict_batch(request: Request) -> Response:
     if good:
         columns = validated_columns([listing for _, listing in good])
         result = predict_rows(state["model"], columns, coverage=settings.interval_coverage)
-        _log(raw_rows(columns), result["prices"], "/predict/batch", started)
+        _log(raw_rows(columns), result, "/predict/batch", started)
         for (index, _), price, low, high, found in zip(good, *result.values(), strict=True):
             prices[index], lows[index], highs[index] = price, low, high
             if found:
@@ -108,7 +111,8 @@ async def explain(listing: Listing, request: Request) -> ExplainResponse:
     (result,) = explain_rows(
         state["model"], [row], comparables=settings.comparables_k, coverage=settings.interval_coverage
     )
-    _log([row], [result["price"]], "/explain", started)
+    _log([row], {"prices": [result["price"]], "price_low": [result["price_low"]], "price_high": [result["price_high"]]},
+         "/explain", started)  # fmt: skip
     return ExplainResponse(
         **result, coverage=settings.interval_coverage, model_version=state["version"],
         model_alias=settings.model_alias, request_id=uuid.uuid4().hex,

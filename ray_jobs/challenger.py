@@ -21,7 +21,7 @@ from ray_jobs.decide import compare
 from ray_jobs.evaluate import evaluate
 from ray_jobs.split import split_frame
 from ray_jobs.tune import train_model
-from rayestate import registry, store
+from rayestate import model_card, registry, store
 from rayestate.model import PriceModel
 from rayestate.model_io import load_model_version
 from rayestate.registry import VersionRecord
@@ -140,7 +140,7 @@ def register_and_decide(
             model = load_model_version(client, settings.model_name, version.version).model
     if model is None:
         raise ValueError(f"no model given and no version registered under run key {run_key}")
-    metrics = evaluate(model, test)
+    metrics = evaluate(model, test, coverage=settings.interval_coverage)
     print(f"[train] test MdAPE {metrics['mdape']:.3f}, R² (log) {metrics['r2_log']:.3f}", flush=True)
     if version is None:
         with register.unavailable_as_error(settings, "registering the model"):
@@ -149,7 +149,8 @@ def register_and_decide(
             )
     outcome, reason, numbers = _decide(settings, champion_model, model, test)
     with register.unavailable_as_error(settings, f"recording the decision on version {version.version}"):
-        registry.record_decision(client, settings, version.version, outcome, reason, numbers)
+        decided = registry.record_decision(client, settings, version.version, outcome, reason, numbers)
+        model_card.publish(client, decided, model_name=settings.model_name)
     print(f"[train] v{version.version}: {outcome} — {reason}", flush=True)
     return TrainingOutcome(outcome, reason, version.version, metrics, numbers)
 

@@ -1,7 +1,8 @@
 """The pipeline's two decisions: is retraining warranted, and does the challenger replace the champion?
 
-Retrain when there is no champion, the new data drifted (ray_jobs.drift: significant *and* large),
-or enough new rows piled up since the last training. Never on a raw p-value alone: on 100k-row
+Retrain when there is no champion, the champion's prices on homes that later sold are worse than
+its offline figure beyond noise (ray_jobs.live_quality), the new data drifted (ray_jobs.drift:
+significant *and* large), or enough new rows piled up since the last training. Never on a raw p-value alone: on 100k-row
 batches every test is significant.
 
 Promote on a paired bootstrap on the same held-out rows: a challenger replaces the champion only
@@ -29,13 +30,24 @@ CONFIDENCE = 0.95
 
 
 def should_retrain(
-    has_champion: bool, report: DriftReport | None, new_rows_since_training: int, settings: Settings
+    has_champion: bool,
+    report: DriftReport | None,
+    new_rows_since_training: int,
+    settings: Settings,
+    *,
+    live_degraded: str | None = None,
 ) -> tuple[bool, str]:
-    """Retrain when there is no champion, the data drifted, or enough new rows piled up."""
+    """Retrain when there is no champion, its live accuracy degraded, the data drifted, or enough new rows piled up.
+
+    ``live_degraded``: why the champion's prices on sold homes are worse than its offline figure
+    beyond noise (ray_jobs.live_quality.degraded), or None.
+    """
     if new_rows_since_training < 0:
         raise ValueError(f"new_rows_since_training must be >= 0, got {new_rows_since_training}")
     if not has_champion:
         return True, "no champion model yet"
+    if live_degraded:
+        return True, live_degraded
     if report is not None and report.drift:
         return True, report.reason
     enough = settings.retrain_min_new_rows

@@ -34,11 +34,15 @@ def metric_key(state: str) -> str:
     return "mdape_state_" + state.lower().replace(" ", "_")
 
 
-def evaluate(model: PriceModel, df: pd.DataFrame, *, top_states: int = TOP_STATES) -> dict[str, float]:
-    """RMSE / MAE / R² in dollars and in log space, MdAPE, and MdAPE of the largest states."""
+def evaluate(
+    model: PriceModel, df: pd.DataFrame, *, top_states: int = TOP_STATES, coverage: float = 0.8
+) -> dict[str, float]:
+    """RMSE / MAE / R² in dollars and in log space, MdAPE, MdAPE of the largest states, and the
+    price range's coverage and median relative width at ``coverage`` (for a model with a range)."""
     price = positive_prices(df)
-    log_true, log_pred = np.log(price), model.predict_log(df)
-    predicted = np.exp(log_pred)
+    priced = model.price_range(df, coverage=coverage)
+    log_true, log_pred = np.log(price), np.log(priced.price)
+    predicted = priced.price
     ape = np.abs(predicted - price) / price
     metrics = {
         "rows": float(len(df)),
@@ -50,6 +54,9 @@ def evaluate(model: PriceModel, df: pd.DataFrame, *, top_states: int = TOP_STATE
         "r2_log": _r2(log_true, log_pred),
         "mdape": float(np.median(ape)),
     }
+    if model.interval is not None:
+        metrics["interval_coverage"] = float(np.mean((priced.low <= price) & (price <= priced.high)))
+        metrics["interval_median_rel_width"] = float(np.median((priced.high - priced.low) / predicted))
     states = df["state"].astype("object").to_numpy()
     for state in pd.Series(states).value_counts().head(top_states).index:
         metrics[metric_key(state)] = float(np.median(ape[states == state]))

@@ -23,11 +23,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from ray_jobs import drift, register
+from ray_jobs import drift, live_quality, register
 from ray_jobs.challenger import train_and_decide
 from ray_jobs.clean import clean_batch
 from ray_jobs.decide import should_retrain
 from ray_jobs.ingest import ingest_batch
+from ray_jobs.outcomes import record_outcomes
 from ray_jobs.pipeline_metrics import record_pipeline_metrics
 from ray_jobs.quarantine import fetch_batch_or_quarantine
 from ray_jobs.source import read_file_batches
@@ -50,6 +51,8 @@ class PipelineResult:
     mlflow_run_id: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     finished_at: str = ""
+    #: The live quality report of this run (not kept in the ledger: it is published on its own).
+    live: dict | None = field(default=None, repr=False)
 
 
 # --- stages ----------------------------------------------------------------------------------
@@ -98,7 +101,7 @@ def run_key_of(batch_ids: list[str]) -> str:
 def record_result(settings: Settings, result: PipelineResult) -> None:
     """Close the run: its batches stop being pending."""
     result.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    history.record_run(settings, asdict(result))
+    history.record_run(settings, {k: v for k, v in asdict(result).items() if k != "live"})
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -110,10 +113,16 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
     client = registry.connect(settings)  # fails fast, naming the URI, when MLflow is unreachable
     rows_ingested = sum(r.rows for r in ingest_new_batches(settings, max_batches or settings.max_batches_per_run))
     pending = pending_batches(settings)
+    matched = sum(record_outcomes(settings, batch) for batch in pending)  # sold homes we priced earlier
+    live = live_quality.live_quality(settings, client=client)
+    live_quality.publish(settings, live, client=client)
+    print(f"[pipeline] live quality: {matched} sold home(s) matched in new batches, {live['matched_homes']} in all",
+          flush=True)  # fmt: skip
     if not pending:
         return PipelineResult(
-            run_key="-", outcome="no_new_data", reason="no new batch since the last run", rows_ingested=rows_ingested
-        )
+            run_key="-", outcome="no_new_data", reason="no new batch since the last run", rows_ingested=rows_ingested,
+            live=live,
+        )  # fmt: skip
 
     run_key = run_key_of(pending)
     records = {r.batch_id: r for r in store.list_records(settings, "clean")}
@@ -132,11 +141,14 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
         )
         drift.save_drift_report(settings, pending[-1], report)
         print(f"[pipeline] drift verdict: {report.verdict} — {report.reason}", flush=True)
-    retrain, reason = should_retrain(champion is not None, report, rows_since_training, settings)
+    retrain, reason = should_retrain(
+        champion is not None, report, rows_since_training, settings,
+        live_degraded=live_quality.degraded(live, champion, settings),
+    )  # fmt: skip
 
     result = PipelineResult(
         run_key=run_key, outcome="skipped", reason=reason, batches=pending, new_rows=new_rows,
-        rows_ingested=rows_ingested, drift_verdict=report.verdict if report else None,
+        rows_ingested=rows_ingested, drift_verdict=report.verdict if report else None, live=live,
     )  # fmt: skip
     with register.pipeline_run(client, settings, run_key, pending, records) as run:
         result.mlflow_run_id = run.info.run_id
@@ -208,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipeline: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         return 1
     record_pipeline_metrics(result, rows_ingested=result.rows_ingested, source=source_label(settings))
-    summary = {**asdict(result), "seconds": round(time.monotonic() - started, 1)}
+    summary = {
+        **{k: v for k, v in asdict(result).items() if k != "live"},
+        "seconds": round(time.monotonic() - started, 1),
+    }
     print(f"[pipeline] {result.outcome}: {result.reason}", flush=True)
     print(json.dumps(summary, default=str), flush=True)
     return 0

@@ -140,6 +140,7 @@ class ChampionDetails(VersionRecord):
     trained_at: str | None = None
     params: dict[str, str] = Field(default_factory=dict, description="The training run's parameters")
     run_metrics: dict[str, float] = Field(default_factory=dict, description="Every finite metric of the run")
+    card: str | None = Field(None, description="The version's model card (Markdown), as logged to MLflow")
 
 
 class FeatureLabel(BaseModel):
@@ -163,5 +164,10 @@ class ModelReport(BaseModel):
     drift_note: str | None = None
     pipeline_runs: list[dict] = Field(default_factory=list, description="The pipeline's ledger, newest first")
     pipeline_runs_note: str | None = None
+    live_quality: dict | None = Field(
+        None,
+        description="Per model version, MdAPE, bias and range coverage on homes that sold after being priced "
+        "(ray_jobs.live_quality), beside its offline figures",
+    )
     categories: dict[str, list[str]] = Field(default_factory=dict, description="Values the model knows (state, status)")
     features: list[FeatureLabel] = Field(default_factory=list)

@@ -6,6 +6,7 @@ so a reader never sees half a document and a re-run replaces its own entry:
 
     <store>/pipeline/ledger/<run key>.json    one finished run (its batches, outcome, reason, ...)
     <store>/drift/<report id>.json            one drift report (a batch id, or live-<UTC time>)
+    <store>/live_quality/latest.json          live accuracy per model version (and <UTC time>.json copies)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from rayestate.settings import Settings
 
 LEDGER = "pipeline/ledger"
 DRIFT_DIR = "drift"
+LIVE_QUALITY_DIR = "live_quality"
 _REPORT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
@@ -56,3 +58,18 @@ def drift_reports(settings: Settings, limit: int = 20) -> list[dict]:
     reports = store.list_json(settings, DRIFT_DIR)
     reports.sort(key=lambda r: (r.get("created_at", ""), r.get("batch_id") or ""), reverse=True)
     return reports[:limit]
+
+
+# --- live quality ------------------------------------------------------------------------------------
+
+
+def save_live_quality(settings: Settings, report: dict) -> str:
+    """Publish a live quality report (ray_jobs.live_quality) as the latest, and keep a dated copy."""
+    stamp = report["generated_at"].replace(":", "").replace("+0000", "Z")
+    store.put_json(settings, f"{LIVE_QUALITY_DIR}/{stamp}.json", report)
+    return store.put_json(settings, f"{LIVE_QUALITY_DIR}/latest.json", report)
+
+
+def live_quality(settings: Settings) -> dict | None:
+    """The latest live quality report, or None before the first."""
+    return store.get_json(settings, f"{LIVE_QUALITY_DIR}/latest.json")

@@ -9,7 +9,9 @@ each file published atomically:
 A store outage never fails a request: rows wait in the buffer (bounded; the oldest are dropped
 and counted when it overflows) and the next flush retries. Each row holds the listing's raw
 columns, ``price`` = the model's predicted price (live traffic has no sale price, so a drift
-check on it measures prediction drift), plus model_version, endpoint, latency_ms, logged_at.
+check on it measures prediction drift), the range served with it (price_low, price_high), plus
+model_version, endpoint, latency_ms, logged_at. When the listing later sells, ray_jobs.outcomes
+joins the sale price to this row.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from rayestate.settings import Settings
 
 PREFIX = "inference_log"
 EXTRA_FIELDS = [
+    pa.field("price_low", pa.float64()),
+    pa.field("price_high", pa.float64()),
     pa.field("model_version", pa.string()),
     pa.field("endpoint", pa.string()),
     pa.field("latency_ms", pa.float64()),
@@ -47,7 +51,9 @@ class InferenceLogWriter:
     def __init__(self, settings: Settings, *, flush_s: float = 10.0, max_rows: int = 5_000, max_buffer: int = 200_000):
         self._settings = settings
         self.flush_s, self.max_rows = flush_s, max_rows
-        self._buffer: deque[tuple] = deque(maxlen=max_buffer)  # (raw row, price, (version, endpoint, ms, at))
+        self._buffer: deque[tuple] = deque(
+            maxlen=max_buffer
+        )  # (raw row, price, low, high, (version, endpoint, ms, at))
         self._lock = threading.Lock()
         self._writer_id = uuid.uuid4().hex[:8]
         self._seq = 0
@@ -59,21 +65,31 @@ class InferenceLogWriter:
 
     # --- the request path: cheap, never raises -------------------------------------------------
     def add(
-        self, rows: list[dict], prices: list[float | None], *, model_version: str, endpoint: str, latency_ms: float
+        self,
+        rows: list[dict],
+        prices: list[float | None],
+        *,
+        model_version: str,
+        endpoint: str,
+        latency_ms: float,
+        lows: list[float | None] | None = None,
+        highs: list[float | None] | None = None,
     ):
-        """Queue one row per priced listing (raw-schema dicts, as sent to the model).
+        """Queue one row per priced listing (raw-schema dicts, as sent to the model), with its range if any.
 
         Only references are queued (the rows are the caller's to hand over, not to change): the
         columns are built at flush time, in the writer's thread, not on the request path.
         """
         meta = (model_version, endpoint, float(latency_ms), datetime.now(UTC))
+        lows = lows if lows is not None else [None] * len(rows)
+        highs = highs if highs is not None else [None] * len(rows)
         with self._lock:
-            for row, price in zip(rows, prices, strict=True):
+            for row, price, low, high in zip(rows, prices, lows, highs, strict=True):
                 if price is None:
                     continue
                 if len(self._buffer) == self._buffer.maxlen:
                     self.rows_dropped += 1  # the deque drops the oldest row
-                self._buffer.append((row, float(price), meta))
+                self._buffer.append((row, float(price), low, high, meta))
             full = len(self._buffer) >= self.max_rows
         self._ensure_started()
         if full and self._wake is not None:
@@ -120,10 +136,11 @@ class InferenceLogWriter:
 
     def _write(self, entries: list[tuple]) -> str:
         self._seq += 1
-        columns = {c: [row.get(c) for row, _, _ in entries] for c in RAW_COLUMNS}
-        columns["price"] = [price for _, price, _ in entries]
+        columns = {c: [entry[0].get(c) for entry in entries] for c in RAW_COLUMNS}
+        for i, name in enumerate(("price", "price_low", "price_high"), start=1):
+            columns[name] = [entry[i] for entry in entries]
         for i, name in enumerate(("model_version", "endpoint", "latency_ms", "logged_at")):
-            columns[name] = [meta[i] for _, _, meta in entries]
+            columns[name] = [entry[4][i] for entry in entries]
         table = pa.Table.from_pydict(columns, schema=LOG_SCHEMA)
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")

@@ -59,19 +59,24 @@ def log_price_model(model: PriceModel, *, name: str = MODEL_NAME_IN_RUN):
 
 
 def load_model_version(client: MlflowClient, name: str, version: str, *, alias: str | None = None) -> LoadedModel:
-    """Download and load one registered model version (only its price_model directory).
-
-    Resolves the version's artifact location through ``client`` itself: a ``models:/`` URI would be
-    resolved against the process-global registry URI, not the client's server.
-    """
+    """Download and load one registered model version (only its price_model directory)."""
     model_version = client.get_model_version(name, version)
-    source = client.get_model_version_download_uri(name, version).rstrip("/")
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"{source}/artifacts/{pyfunc.ARTIFACT_KEY}", dst_path=tmp, tracking_uri=client.tracking_uri
-        )
-        model = PriceModel.load(Path(local))
+        model = PriceModel.load(download(client, name, version, pyfunc.ARTIFACT_KEY, tmp))
     return LoadedModel(model=model, name=name, version=str(version), run_id=model_version.run_id, alias=alias)
+
+
+def download(client: MlflowClient, name: str, version: str, path: str, dst_path: str | None = None) -> Path:
+    """One artifact of a registered version's model (``path`` under its ``artifacts/``), downloaded.
+
+    Resolved through ``client`` itself: a ``models:/`` URI would be resolved against the
+    process-global registry URI, not the client's server.
+    """
+    source = client.get_model_version_download_uri(name, version).rstrip("/")
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{source}/artifacts/{path}", dst_path=dst_path, tracking_uri=client.tracking_uri
+    )
+    return Path(local)
 
 
 def load_model_by_alias(client: MlflowClient, name: str, alias: str) -> LoadedModel:

@@ -123,6 +123,18 @@ class Settings(BaseSettings):
         250_000, ge=0, le=5_000_000, description="Training listings a model keeps to show as comparable homes."
     )
     comparables_k: int = Field(5, ge=0, le=50, description="Comparable homes /explain returns.")
+    live_min_matched: int = Field(
+        30,
+        ge=1,
+        description="Sold homes matched to served prices a version needs before its live accuracy can "
+        "trigger a retrain.",
+    )
+    live_mdape_margin: float = Field(
+        0.02,
+        ge=0,
+        description="Retrain when the champion's live MdAPE is above its offline MdAPE by more than this, "
+        "beyond the bootstrap interval.",
+    )
     promotion_min_improvement: float = Field(
         0.0, ge=0, description="Required lower-bound improvement in MdAPE-like loss before promoting."
     )

@@ -106,6 +106,11 @@ async def _answer(call: Callable[[], Awaitable[dict]], deployment: str) -> dict:
     return result
 
 
+def _one(result: dict) -> dict:
+    """One answered listing as the inference log takes a batch's answers."""
+    return {"prices": [result["price"]], "price_low": [result["price_low"]], "price_high": [result["price_high"]]}
+
+
 def _request_id(request: Request) -> str:
     given = request.headers.get("x-request-id", "")
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
@@ -128,10 +133,14 @@ class Api:
             InferenceLogWriter(settings, flush_s=settings.inference_log_flush_s) if settings.inference_log else None
         )
 
-    def _log(self, rows: list[dict], prices: list, version: str, endpoint: str, started: float) -> None:
+    def _log(self, rows: list[dict], answer: dict, version: str, endpoint: str, started: float) -> None:
+        """Queue what was asked and answered (``answer``: prices, price_low, price_high lists)."""
         if self._inference_log is not None:
             latency_ms = (time.perf_counter() - started) * 1000.0
-            self._inference_log.add(rows, prices, model_version=version, endpoint=endpoint, latency_ms=latency_ms)
+            self._inference_log.add(
+                rows, answer["prices"], lows=answer["price_low"], highs=answer["price_high"], model_version=version,
+                endpoint=endpoint, latency_ms=latency_ms,
+            )  # fmt: skip
 
     def reconfigure(self, config: dict) -> None:
         """user_config from serve_config.yaml (applied without a restart)."""
@@ -143,7 +152,7 @@ class Api:
         started, row = time.perf_counter(), listing.to_raw_row()
         result = await _answer(lambda: self._predictor.predict.remote(row), "predictor")
         request.state.model_version = result["model_version"]
-        self._log([row], [result["price"]], result["model_version"], "/predict", started)
+        self._log([row], _one(result), result["model_version"], "/predict", started)
         return PredictResponse(
             price=result["price"],
             price_low=result["price_low"],
@@ -192,7 +201,7 @@ class Api:
             result = await self._predict_in_chunks(columns, len(good))
             version = result["model_version"]
             request.state.model_version = version
-            background.add_task(self._log_batch, columns, result["prices"], version, started)
+            background.add_task(self._log_batch, columns, result, version, started)
             rows = zip(
                 good, result["prices"], result["price_low"], result["price_high"], result["warnings"], strict=True
             )
@@ -221,10 +230,10 @@ class Api:
             api_metrics().reject("/predict/batch", "too_many_listings")
             raise HTTPException(413, f"{count} listings exceed the maximum of {limit} per request")
 
-    def _log_batch(self, columns: dict[str, list], prices: list[float], version: str, started: float) -> None:
+    def _log_batch(self, columns: dict[str, list], answer: dict, version: str, started: float) -> None:
         """Runs after the response is sent, so the caller never waits for the log."""
         if self._inference_log is not None:
-            self._log(raw_rows(columns), prices, version, "/predict/batch", started)
+            self._log(raw_rows(columns), answer, version, "/predict/batch", started)
 
     async def _predict_in_chunks(self, columns: dict[str, list], rows: int) -> dict:
         """Big batches go out in chunks, in parallel, so every predictor replica takes a share.
@@ -249,7 +258,7 @@ class Api:
         started, row = time.perf_counter(), listing.to_raw_row()
         result = await _answer(lambda: self._explainer.explain.remote(row), "explainer")
         request.state.model_version = result["model_version"]
-        self._log([row], [result["price"]], result["model_version"], "/explain", started)
+        self._log([row], _one(result), result["model_version"], "/explain", started)
         return ExplainResponse(
             **result, coverage=self._settings.interval_coverage, model_alias=self._settings.model_alias,
             request_id=_request_id(request),

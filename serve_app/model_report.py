@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from mlflow.tracking import MlflowClient
 
-from rayestate import history, registry
+from rayestate import history, model_card, registry
 from rayestate.api import ChampionDetails, FeatureLabel, ModelReport, ReplicaStatus
 from rayestate.features import FEATURE_LABELS, FEATURES
 from rayestate.schema import STATES, STATUSES
@@ -38,6 +38,7 @@ def champion_details(client: MlflowClient, settings: Settings) -> ChampionDetail
         trained_at=datetime.fromtimestamp(ended / 1000, UTC).isoformat() if ended else None,
         params=dict(sorted(run.data.params.items())) if run else {},
         run_metrics={k: v for k, v in sorted((run.data.metrics if run else {}).items()) if math.isfinite(v)},
+        card=model_card.read(client, record),
     )
 
 
@@ -62,6 +63,10 @@ def model_report(settings: Settings, served: dict | None = None) -> ModelReport:
         report.pipeline_runs = history.pipeline_runs(settings, DRIFT_LIMIT)
     except Exception as exc:
         report.pipeline_runs_note = _note("the pipeline runs", exc)
+    try:
+        report.live_quality = history.live_quality(settings)
+    except Exception as exc:
+        report.live_quality = {"note": _note("the live quality report", exc)}
     return report
 
 

@@ -405,3 +405,32 @@ def distribution_chart(check: Mapping) -> alt.Chart | None:
         )
         .properties(height=240, title=f"{check.get('feature')}: {check.get('detail') or ''}".rstrip(": "))
     )
+
+
+# --- live quality -------------------------------------------------------------------------------
+
+
+def live_quality_frame(report: Mapping | None) -> pd.DataFrame:
+    """Per model version and month of sale: live MdAPE with its 95% interval and matched homes."""
+    rows = []
+    for version, figures in ((report or {}).get("versions") or {}).items():
+        for month, monthly in (figures.get("by_month") or {}).items():
+            low, high = monthly.get("mdape_ci") or [None, None]
+            rows.append({"version": f"v{version}", "month": month, "mdape": monthly.get("mdape"), "low": low,
+                         "high": high, "homes": monthly.get("matched_homes"),
+                         "offline_mdape": figures.get("offline_mdape")})  # fmt: skip
+    return pd.DataFrame(rows, columns=["version", "month", "mdape", "low", "high", "homes", "offline_mdape"])
+
+
+def live_quality_chart(frame: pd.DataFrame) -> alt.LayerChart:
+    """Live MdAPE per month (points with 95% intervals) per version; its offline MdAPE as a dashed rule."""
+    x = alt.X("month:O", title="month the sales came in", axis=alt.Axis(labelAngle=0))
+    color = alt.Color("version:N", title="model version")
+    base = alt.Chart(frame)
+    points = base.mark_point(filled=True, size=80).encode(
+        x=x, y=alt.Y("mdape:Q", title="MdAPE on sold homes", axis=alt.Axis(format=".0%")), color=color,
+        tooltip=["version:N", "month:O", alt.Tooltip("mdape:Q", format=".3f"), "homes:Q"],
+    )  # fmt: skip
+    bars = base.mark_rule().encode(x=x, y="low:Q", y2="high:Q", color=color)
+    offline = base.mark_rule(strokeDash=[4, 4]).encode(y="offline_mdape:Q", color=color)
+    return alt.layer(bars, points, offline).properties(height=240)

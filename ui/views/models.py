@@ -81,6 +81,32 @@ with right:
     }
     st.dataframe(pd.DataFrame({"field": list(details), "value": [str(v) for v in details.values()]}), hide_index=True)
 
+st.subheader("Live accuracy on homes that sold")
+live = report.live_quality or {}
+versions = live.get("versions") or {}
+if versions:
+    table = pd.DataFrame(
+        [
+            {"version": f"v{v}", "sold homes": f["matched_homes"], "live MdAPE": f.get("mdape"),
+             "95% interval": " – ".join(f"{x:.3f}" for x in f["mdape_ci"] if x is not None),
+             "offline MdAPE": f.get("offline_mdape"), "bias": f.get("bias"),
+             "range coverage": f.get("range_coverage"), "offline range coverage": f.get("offline_range_coverage")}
+            for v, f in versions.items()
+        ]
+    )  # fmt: skip
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.altair_chart(charts.live_quality_chart(charts.live_quality_frame(live)), width="stretch")
+    st.caption(
+        "A listing priced while for sale that later arrives sold is matched by its street and ZIP; MdAPE is the median "
+        "error of the price served then against the price paid (dashed: the version's offline MdAPE)."
+    )
+else:
+    st.caption(live.get("note") or "No home the API priced has sold yet (the pipeline joins sales as batches arrive).")
+
+if champion.card:
+    with st.expander("Model card", expanded=False):
+        st.markdown(champion.card)
+
 st.subheader("Pipeline runs")
 if report.pipeline_runs:
     st.dataframe(components.runs_table(report.pipeline_runs), hide_index=True, width="stretch")
