@@ -374,6 +374,8 @@ class DriftReport:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     batch_id: str | None = None
     version: int = REPORT_VERSION
+    #: Live drift only: the champion's attribution drift (ray_jobs.attribution), per explanation group.
+    attribution: dict | None = None
 
     @property
     def drift(self) -> bool:

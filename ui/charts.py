@@ -434,3 +434,24 @@ def live_quality_chart(frame: pd.DataFrame) -> alt.LayerChart:
     bars = base.mark_rule().encode(x=x, y="low:Q", y2="high:Q", color=color)
     offline = base.mark_rule(strokeDash=[4, 4]).encode(y="offline_mdape:Q", color=color)
     return alt.layer(bars, points, offline).properties(height=240)
+
+
+def attribution_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Mean |SHAP| per field group, reference (grey) beside live (orange)."""
+    long = frame.melt(
+        id_vars=["label", "significant"], value_vars=["reference_mean_abs_shap", "live_mean_abs_shap"],
+        var_name="side", value_name="mean_abs_shap",
+    )  # fmt: skip
+    long["side"] = long["side"].map({"reference_mean_abs_shap": "champion's test rows", "live_mean_abs_shap": "live"})
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            y=alt.Y("label:N", title=None, sort=list(frame["label"])),
+            x=alt.X("mean_abs_shap:Q", title="mean |SHAP| (log price)"),
+            yOffset="side:N",
+            color=alt.Color("side:N", scale=alt.Scale(range=[REFERENCE, CURRENT]), title=None),
+            tooltip=["label:N", "side:N", alt.Tooltip("mean_abs_shap:Q", format=".4f"), "significant:N"],
+        )
+        .properties(height=32 * len(frame) + 20)
+    )

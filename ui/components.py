@@ -277,6 +277,7 @@ def render_drift_report(report: Mapping) -> None:
             "statistic": st.column_config.NumberColumn(format="%.4g"),
         },
     )
+    render_attribution(report.get("attribution"))
     st.subheader("Reference vs new batch")
     charted = [c for c in drifted if charts.distribution_frame(c) is not None]
     if not charted:
@@ -350,3 +351,24 @@ def runs_table(runs: list[Mapping]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def render_attribution(attribution: Mapping | None) -> None:
+    """What drives the champion's prices: mean |SHAP| per field group on its test rows vs live traffic."""
+    if not attribution:
+        return
+    st.subheader("Attribution drift: what drives the prices")
+    moved = attribution.get("significant") or []
+    st.caption(
+        f"Mean |SHAP| per field group on {attribution['reference_rows']:,} of the champion's held-out test rows vs "
+        f"{attribution['live_rows']:,} live requests; Welch's t-test per group, Holm-corrected "
+        f"(α = {attribution['alpha']}). " + (f"Moved: {', '.join(moved)}." if moved else "No group moved beyond noise.")
+    )
+    frame = pd.DataFrame(attribution["groups"])
+    st.altair_chart(charts.attribution_chart(frame), width="stretch")
+    st.dataframe(
+        frame[["label", "reference_mean_abs_shap", "live_mean_abs_shap", "relative_change", "p_adjusted", "significant"]],
+        hide_index=True, width="stretch",
+        column_config={"p_adjusted": st.column_config.NumberColumn("p (Holm)", format="%.2e"),
+                       "relative_change": st.column_config.NumberColumn(format="percent")},
+    )  # fmt: skip
