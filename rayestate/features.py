@@ -468,7 +468,12 @@ class FeatureTransform:
 
     # --- applying --------------------------------------------------------------
     def feature_columns(self, listings, keys: ListingKeys | None = None) -> Columns:
-        """Every model feature of raw listings as a float64 array, in FEATURES order.
+        """Every model feature of raw listings as a float64 array, in FEATURES order (see :meth:`matrix`)."""
+        matrix = self.matrix(listings, keys)
+        return {name: matrix[:, j] for j, name in enumerate(FEATURES)}
+
+    def matrix(self, listings, keys: ListingKeys | None = None) -> np.ndarray:
+        """Every model feature of raw listings: one float matrix (rows x FEATURES), what the boosters read.
 
         ``listings``: Columns, or anything :func:`listing_columns` reads (price, if present, is
         ignored). State and status are their category codes (NaN when unknown), as the boosters
@@ -489,13 +494,11 @@ class FeatureTransform:
         features["zip_number"] = columns["zip_code"]
         features.update(self._encode(keys if keys is not None else ListingKeys(grouping_keys(columns))))
         _add_estimates(features)
+        matrix = np.column_stack([features[name] for name in FEATURES])
         # Ratios and products of valid inputs can overflow (a bed count of 1e-308 is >= 0); XGBoost
         # refuses inf, and an overflowed feature carries no information, so it becomes missing.
-        return {name: np.where(np.isfinite(features[name]), features[name], np.nan) for name in FEATURES}
-
-    def matrix(self, listings, keys: ListingKeys | None = None) -> np.ndarray:
-        """The features as one float matrix (rows x FEATURES): what the boosters read when serving."""
-        return np.column_stack(list(self.feature_columns(listings, keys).values()))
+        matrix[~np.isfinite(matrix)] = np.nan
+        return matrix
 
     def transform(self, listings, keys: ListingKeys | None = None) -> pd.DataFrame:
         """The features as a DataFrame with state and status as categoricals (training, explanations)."""

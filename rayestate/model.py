@@ -116,8 +116,8 @@ class PriceModel:
         ``log_price`` is the model's own output on the same features (not the sum of the SHAP
         values), so callers can check additivity without computing the features again.
         """
-        features = self.transform.feature_columns(listings, keys)
-        matrix = np.column_stack(list(features.values()))
+        matrix = self.transform.matrix(listings, keys)
+        features = {name: matrix[:, j] for j, name in enumerate(FEATURES)}
         dmatrix = xgb.DMatrix(
             matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True
         )
