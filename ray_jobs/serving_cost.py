@@ -130,7 +130,7 @@ def within_budget(model: PriceModel, sample: np.ndarray, *, explain_budget_ms: f
     cost = measure_model(model, sample)
     if cost.within(explain_budget_ms, predict_budget_us):
         return model, cost
-    rounds, _ = trees_within(
+    rounds, boosters_cost = trees_within(
         model.boosters, sample, explain_budget_ms=explain_budget_ms,
         predict_budget_us=predict_budget_us - cost.range_predict_us_per_row,
     )  # fmt: skip
@@ -138,5 +138,8 @@ def within_budget(model: PriceModel, sample: np.ndarray, *, explain_budget_ms: f
         raise ValueError(f"not even one round of this model fits the serving budget ({cost})")
     boosters = [booster[:rounds] for booster in model.boosters]
     meta = {**model.meta, "rounds": rounds, "cut_to_budget_from": model.boosters[0].num_boosted_rounds()}
-    cut = replace(model, boosters=boosters, meta=meta)
-    return cut, measure_model(cut, sample)
+    # The cut's cost as measured when it was accepted (within budget), plus the range model's share.
+    total = round(boosters_cost.predict_us_per_row + cost.range_predict_us_per_row, 3)
+    return replace(model, boosters=boosters, meta=meta), replace(
+        boosters_cost, predict_us_per_row=total, range_predict_us_per_row=cost.range_predict_us_per_row
+    )

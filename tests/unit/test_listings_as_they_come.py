@@ -46,7 +46,8 @@ def test_a_listing_without_sizes_is_priced_and_told_so(model):
         Listing.model_validate({"state": "Ohio", "bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500}),
         Listing.model_validate({"state": "Ohio", "acre_lot": 2.0}),
     ]
-    prices, warnings = predict_rows(model, [row.to_raw_row() for row in rows])
+    answer = predict_rows(model, [row.to_raw_row() for row in rows])
+    prices, warnings = answer["prices"], answer["warnings"]
     assert all(np.isfinite(prices)) and all(p > 0 for p in prices)
     assert not set(warnings[0]) & set(MISSING_FIELD_WARNINGS.values())
     missing = [MISSING_FIELD_WARNINGS[f] for f in ("bed", "bath", "house_size")]
@@ -71,8 +72,10 @@ def test_masked_copies_only_when_training_rows_lack_missing_sizes(market):
     complete = market.dropna(subset=list(SIZE_FIELDS)).reset_index(drop=True)
     _, features = FeatureTransform.fit_transform(complete, seed=1)
     y = np.log(complete["price"].to_numpy())
-    out, target, copies = augment.with_masked_copies(features, y, complete, seed=1)
+    out, target, sources = augment.with_masked_copies(features, y, complete, seed=1)
+    copies = len(sources)
     assert copies == augment.copies_needed(complete) > 0
+    np.testing.assert_array_equal(target[len(complete) :], y[sources])  # a copy keeps its source row's price
     assert len(out) == len(complete) + copies and len(target) == len(out)
     copies_part = out.iloc[len(complete) :]
     share = (copies_part[["bed", "bath", "acre_lot", "house_size"]].isna().any(axis=1)).mean()
