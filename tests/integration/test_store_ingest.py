@@ -1,4 +1,7 @@
-"""Ingestion into the raw store on the real local Ray cluster: a local dir and a real S3 server (moto)."""
+"""Ingestion into the raw store on the real local Ray cluster: a local dir and a real S3 server (moto).
+
+Store checks that need neither Ray nor S3 are in unit/test_store.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ import sys
 import textwrap
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from ray_jobs.ingest import BatchConflictError, ingest_batch
@@ -17,7 +19,7 @@ from rayestate import store
 from rayestate.devstack.synthetic import generate_table
 from rayestate.localstack import settings_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -78,8 +80,8 @@ CRASHING_INGEST = textwrap.dedent(
     from rayestate.settings import Settings
     from rayestate.devstack.synthetic import generate_table
     from ray_jobs import ingest
-from rayestate import store
     from ray_jobs.source import Batch
+    from rayestate import store
 
     def crash(*args, **kwargs):
         os._exit(9)  # the process dies between writing the data and publishing the manifest
@@ -102,29 +104,3 @@ def test_a_crash_between_write_and_publish_leaves_no_visible_batch(store_setting
     assert store.read_frame(store_settings, "raw").empty
     record = ingest_batch(store_settings, make_batch())  # the retry completes the batch
     assert store.read_table(store_settings, "raw", record.batch_id).equals(make_batch().table)
-
-
-def test_tampered_files_are_detected(settings):
-    record = ingest_batch(settings, make_batch())
-    target = store.open_store(settings)
-    pq.write_table(generate_table(2_000, seed=5), target.path(record.files[0]))
-    with pytest.raises(store.StoreError, match="do not match the manifest"):
-        store.read_table(settings, "raw", record.batch_id)
-    with pytest.raises(KeyError, match="no published raw batch nope"):
-        store.read_table(settings, "raw", "nope")
-
-
-def test_big_batches_are_split_into_parts(settings, monkeypatch):
-    monkeypatch.setattr(store, "ROWS_PER_PART", 1_000)
-    batch = make_batch(rows=2_500)
-    record = ingest_batch(settings, batch)
-    assert [f.rsplit("/", 1)[1] for f in record.files] == ["part-0.parquet", "part-1.parquet", "part-2.parquet"]
-    assert store.read_table(settings, "raw", record.batch_id).equals(batch.table)
-    leftovers = [p for p in (settings.state_dir / "store").rglob("*") if p.name.endswith(".tmp")]
-    assert leftovers == []
-
-
-def test_store_uri_forms(tmp_path, settings):
-    local = settings.model_copy(update={"store_uri": f"file://{tmp_path}/elsewhere"})
-    assert store.open_store(local).root == f"{tmp_path}/elsewhere" and (tmp_path / "elsewhere").is_dir()
-    assert store.open_store(settings).root == str(settings.state_dir / "store")

@@ -7,64 +7,19 @@ port nothing listens on.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import uuid
-from pathlib import Path
 
-import httpx
-import pandas as pd
-import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from rayestate.localstack import free_port
+from tests.support.ui import APP, PAGES, api, charts, click, metrics, no_exception, shifted_drift_report
 from ui.charts import money
 from ui.listings import DEFAULT_LISTING
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-
-APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
-PAGES = ("views/price.py", "views/compare.py", "views/batch.py", "views/models.py", "views/drift.py")
-
-
-@pytest.fixture
-def ui(serve_app_url, monkeypatch):
-    """A fresh app session pointed at the real Serve app (the UI reads RAYESTATE_API_URL)."""
-    monkeypatch.setenv("RAYESTATE_API_URL", serve_app_url)
-    return AppTest.from_file(str(APP), default_timeout=90)
-
-
-def api(serve_app_url: str, path: str, body=None) -> dict:
-    response = (
-        httpx.post(f"{serve_app_url}{path}", json=body, timeout=60)
-        if body is not None
-        else httpx.get(f"{serve_app_url}{path}", timeout=60)
-    )
-    response.raise_for_status()
-    return response.json()
-
-
-def no_exception(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
-def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
-
-
-def charts(at: AppTest) -> list[tuple[dict, pd.DataFrame]]:
-    """Each Altair chart's Vega-Lite spec and its data (Streamlit ships the data as Arrow)."""
-    return [
-        (json.loads(c.proto.spec), pa.ipc.open_stream(c.proto.datasets[0].data.data).read_all().to_pandas())
-        for c in at.get("vega_lite_chart")
-    ]
-
-
-def click(at: AppTest, label: str) -> AppTest:
-    next(b for b in at.button if b.label == label).click()
-    return at.run()
+pytestmark = pytest.mark.timeout(900)
 
 
 # --- price a home ----------------------------------------------------------------------------
@@ -183,21 +138,6 @@ def test_batch_page_prices_good_rows_and_names_bad_ones(ui, serve_app_url):
     assert any(d.label == "Download priced CSV" for d in at.get("download_button"))
 
 
-@pytest.mark.data
-def test_batch_page_prices_the_real_api_batch(ui, api_batch):
-    at = ui.run()
-    at.switch_page("views/batch.py").run()
-    at.file_uploader[0].set_value((api_batch.name, api_batch.read_bytes(), "text/csv"))
-    at.run(timeout=300)
-    no_exception(at)
-    rows = len(pd.read_csv(api_batch))
-    shown = metrics(at)
-    assert shown["Rows"] == f"{rows:,}"
-    assert int(shown["Priced"].replace(",", "")) + int(shown["Rejected"].replace(",", "")) == rows
-    assert int(shown["Priced"].replace(",", "")) > rows // 2
-    assert shown["Median gap to listed price"].endswith("%")
-
-
 # --- models and drift -------------------------------------------------------------------------
 
 
@@ -213,15 +153,6 @@ def test_models_page_shows_the_champion_and_its_history(ui, serve_app_url, champ
     assert [str(v) for v in history["version"]] == [h["version"] for h in card["promotion_history"]]
 
 
-def _shifted_report(shift: float) -> dict:
-    from ray_jobs.drift import drift_report
-    from rayestate.devstack.synthetic import generate_listings
-    from rayestate.settings import Settings
-
-    reference, current = generate_listings(5000, seed=1), generate_listings(5000, seed=2)
-    return drift_report(reference, current.assign(house_size=current["house_size"] * shift), Settings())
-
-
 @pytest.fixture
 def served_drift_report(serve_app_url, serve_state_dir):
     """A real drift report published where the Serve app reads them; removed afterwards."""
@@ -231,7 +162,7 @@ def served_drift_report(serve_app_url, serve_state_dir):
 
     batch_id = f"ui-test-{uuid.uuid4().hex[:8]}"
     settings = Settings(state_dir=serve_state_dir)
-    path = save_drift_report(settings, batch_id, _shifted_report(1.4))
+    path = save_drift_report(settings, batch_id, shifted_drift_report(1.4))
     try:
         deadline = time.monotonic() + 60  # the API caches its model card for a few seconds
         while batch_id not in [r.get("batch_id") for r in api(serve_app_url, "/model")["drift_reports"]]:
@@ -262,31 +193,6 @@ def test_drift_page_shows_the_reports_the_api_serves(ui, serve_app_url, served_d
     assert any(t.startswith("house_size") for t in titles)
 
 
-def _drift_page(report: dict) -> None:
-    from ui.components import render_drift_report
-
-    render_drift_report(report)
-
-
-@pytest.mark.parametrize("shift", [1.0, 1.4])
-def test_drift_report_renders_real_reports(shift):
-    """Both verdicts of real ray_jobs.drift reports: banner, table, the charts of drifted features."""
-    report = _shifted_report(shift).to_dict()
-    at = AppTest.from_function(_drift_page, args=(report,), default_timeout=60).run()
-    no_exception(at)
-    drifted = [c["feature"] for c in report["features"] if c["verdict"] == "drift"]
-    assert ("house_size" in drifted) == (shift > 1)
-    assert metrics(at)["Checks drifted"] == f"{len(drifted)} of {len(report['features'])}"
-    assert len(at.dataframe[0].value) == len(report["features"])
-    specs = [spec for spec, _ in charts(at)]
-    titles = [s.get("title") for s in specs[1:]]
-    if drifted:
-        assert len(specs) == 1 + len(drifted) and any(str(t).startswith("house_size") for t in titles)
-        assert at.error[0].value.startswith("**Drift detected.**")
-    else:
-        assert len(specs) == 2 and at.success[0].value.startswith("**No drift.**")
-
-
 # --- the API is down --------------------------------------------------------------------------
 
 
@@ -310,10 +216,3 @@ def test_every_page_explains_an_unreachable_api(page, monkeypatch):
     no_exception(at)
     messages = [e.value for e in at.main.error]
     assert messages and all("is not reachable" in m for m in messages), messages
-
-
-def test_invalid_configuration_is_reported_not_raised(monkeypatch):
-    monkeypatch.setenv("RAYESTATE_HTTP_TIMEOUT_S", "-1")
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
-    no_exception(at)
-    assert "http_timeout_s" in at.error[0].value and "RAYESTATE_" in at.error[0].value

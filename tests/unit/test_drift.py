@@ -1,4 +1,8 @@
-"""Drift stage: the decision on synthetic and real data, both aggregation paths, persistence, retraining."""
+"""Drift stage: the decision on synthetic data, the statistics, persistence on a local store, retraining.
+
+The Ray Data aggregation path and the S3 store are in integration/test_drift.py, the real samples
+in data/test_drift.py.
+"""
 
 from __future__ import annotations
 
@@ -13,29 +17,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from ray_jobs.drift import (
-    FeatureDrift,
-    _decide,
-    drift_report,
-    holm,
-    load_drift_history,
-    save_drift_report,
-    should_retrain,
-)
-from rayestate.devstack.synthetic import generate_listings
-from rayestate.localstack import free_port
+from ray_jobs.decide import should_retrain
+from ray_jobs.drift import FeatureDrift, _decide, drift_report, holm, load_drift_history, save_drift_report
 from rayestate.schema import SchemaError
-from rayestate.settings import Settings
+from tests.support.drift import flagged, save_two_reports, two_samples
 
 
 @pytest.fixture(scope="module")
 def market() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Two independent 100k-row samples of the same synthetic market."""
-    return generate_listings(100_000, seed=1), generate_listings(100_000, seed=2)
-
-
-def flagged(report) -> set[tuple[str, str]]:
-    return {(f.kind, f.feature) for f in report.drifted}
+    return two_samples()
 
 
 # --- the decision ------------------------------------------------------------------------------
@@ -199,17 +190,9 @@ def test_should_retrain_reasons(market, settings):
 # --- persistence -------------------------------------------------------------------------------
 
 
-def _saved_history(settings, market):
-    reports = {}
-    for batch_id, rows in (("api.g1.Tuesday.b000001", 3_000), ("api.g1.Tuesday.b000002", 4_000)):
-        reports[batch_id] = drift_report(market[0].iloc[:rows], market[1].iloc[:rows], settings)
-        save_drift_report(settings, batch_id, reports[batch_id])
-    return reports
-
-
 def test_drift_history_on_a_local_store(market, settings):
     assert load_drift_history(settings) == []
-    reports = _saved_history(settings, market)
+    reports = save_two_reports(settings, market)
     history = load_drift_history(settings, limit=5)
     assert [r.batch_id for r in history] == ["api.g1.Tuesday.b000002", "api.g1.Tuesday.b000001"]
     assert history[0].n_current == 4_000 and history[0].reason == reports["api.g1.Tuesday.b000002"].reason
@@ -222,77 +205,3 @@ def test_drift_history_on_a_local_store(market, settings):
         save_drift_report(settings, "../escape", reports["api.g1.Tuesday.b000001"])
     with pytest.raises(ValueError, match="limit"):
         load_drift_history(settings, limit=0)
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(120)
-def test_drift_history_on_s3(market, settings):
-    """A real S3 API (moto's server on loopback) behind the store's pyarrow S3 filesystem."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto-only literals
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds).create_bucket(Bucket="drift")
-        s3 = Settings(state_dir=settings.state_dir, store_uri="s3://drift/store", s3_endpoint_url=endpoint, **creds)
-        _saved_history(s3, market)
-        assert [r.batch_id for r in load_drift_history(s3)] == ["api.g1.Tuesday.b000002", "api.g1.Tuesday.b000001"]
-    finally:
-        server.stop()
-
-
-# --- Ray Data path -----------------------------------------------------------------------------
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(300)
-def test_ray_data_path_matches_pandas_path(ray_cluster, market, settings, tmp_path, monkeypatch):
-    import ray.data
-
-    from ray_jobs import drift
-
-    reference = market[0].iloc[:20_000]
-    current = market[1].iloc[:20_000].assign(house_size=lambda d: d["house_size"] * 1.1)
-    current.to_parquet(tmp_path / "current.parquet")
-    expected = drift_report(reference, current, settings)
-    chunks = [reference.iloc[i : i + 7_000] for i in range(0, 20_000, 7_000)]  # several blocks to combine
-    got = drift_report(ray.data.from_pandas(chunks), ray.data.read_parquet(tmp_path / "current.parquet"), settings)
-    for ours, theirs in zip(got.features, expected.features, strict=True):
-        assert (ours.kind, ours.feature, ours.verdict) == (theirs.kind, theirs.feature, theirs.verdict)
-        assert (ours.n_reference, ours.n_current) == (theirs.n_reference, theirs.n_current)
-        assert ours.statistic == pytest.approx(theirs.statistic) and ours.effect_size == pytest.approx(
-            theirs.effect_size
-        )
-    # Bigger references place their bin edges from a random sample: same decision, near-same numbers.
-    monkeypatch.setattr(drift, "EDGE_SAMPLE_ROWS", 5_000)
-    sampled = drift_report(ray.data.from_pandas(chunks), current, settings)
-    assert flagged(sampled) == flagged(expected) == {("numeric", "house_size")}
-
-
-# --- the real sample ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def realtor(realtor_sample) -> pd.DataFrame:
-    return pd.read_parquet(realtor_sample)
-
-
-@pytest.mark.data
-def test_real_sample_random_halves_are_not_drift(realtor, settings):
-    order = np.random.default_rng(0).permutation(len(realtor))
-    half = len(realtor) // 2
-    report = drift_report(realtor.iloc[order[:half]], realtor.iloc[order[half:]], settings)
-    assert report.verdict == "no_drift", report.reason
-
-
-@pytest.mark.data
-def test_real_course_slices_are_drift(realtor, api_batch, settings):
-    cheap = drift_report(realtor, realtor[realtor["price"] <= 300_000], settings)
-    assert ("numeric", "price") in flagged(cheap), cheap.reason
-    served = pd.read_csv(api_batch)  # the real API batch: Massachusetts, $10k-$300k
-    report = drift_report(realtor, served, settings)
-    assert {("categorical", "state"), ("numeric", "price")} <= flagged(report), report.reason

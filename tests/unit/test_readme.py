@@ -1,10 +1,9 @@
 """The README's configuration table lists every setting (keeps the docs true)."""
 
-from pathlib import Path
-
+from rayestate.localstack import REPO
 from rayestate.settings import Settings
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (REPO / "README.md").read_text()
 
 
 def test_every_setting_is_documented():

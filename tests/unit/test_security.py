@@ -1,27 +1,28 @@
-"""Security checks: no credentials in the repo, loopback-only local services, Ray token auth on,
-and pip-audit on the locked dependencies.
+"""Security checks without a running stack: no credentials in the repo, local services configured for
+loopback, Ray token auth always on, and the dependency audit's verdicts.
 
-The Kubernetes side (non-root, read-only root filesystems, NetworkPolicies, token auth on every
-RayCluster, Secrets only by reference) is checked in test_manifests.py.
+What the running stack does (listening addresses, the token refused or required, pip-audit on the
+locked dependencies) is in integration/test_security.py. The Kubernetes side (non-root, read-only
+root filesystems, NetworkPolicies, token auth on every RayCluster, Secrets only by reference) is
+checked in test_manifests.py.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from rayestate.localstack import REPO
+
 sys.path.insert(0, str(REPO / "scripts"))
 
-import audit_deps  # noqa: E402
+import audit_deps
 
 LOOPBACK = "127.0.0.1"
 
@@ -148,9 +149,8 @@ def _flag(argv: list[str], flag: str) -> str:
 
 
 def test_local_stack_services_bind_loopback_by_default(default_settings):
-    from rayestate.stack import services, ui_service
-
     from rayestate.cli import build_parser
+    from rayestate.services import services, ui_service
 
     assert default_settings.bind_host == LOOPBACK
     by_name = {s.name: s for s in [*services(default_settings), ui_service(default_settings)]}
@@ -166,7 +166,7 @@ def test_local_stack_services_bind_loopback_by_default(default_settings):
 
 
 def test_ray_processes_get_token_auth_even_if_the_caller_disabled_it(default_settings, monkeypatch):
-    from rayestate.stack import ray_env
+    from rayestate.localstack import ray_env
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert ray_env(default_settings)["RAY_AUTH_MODE"] == "token"
@@ -182,65 +182,13 @@ def test_nothing_in_the_repo_turns_token_auth_off():
     for path in repo_files():
         if path.suffix not in {".py", ".yaml", ".yml", ".sh", ".md", ".toml", ".cfg", ".json", ""}:
             continue
-        if path.name == Path(__file__).name:  # plants other values on purpose
+        if path == Path(__file__).resolve():  # plants other values on purpose
             continue
         for value in AUTH_MODE_SETTING.findall(path.read_text(errors="replace")):
             settings_seen += 1
             if value != "token":
                 offenders.append(f"{path.relative_to(REPO)}: RAY_AUTH_MODE {value}")
     assert settings_seen > 5 and not offenders, offenders
-
-
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses a TCP port listens on, from `ss` (iproute2)."""
-    if not shutil.which("ss"):
-        pytest.skip("`ss` (iproute2) is not installed")
-    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()}
-
-
-def ray_token() -> str:
-    token_file = Path.home() / ".ray" / "auth_token"
-    return os.environ.get("RAY_AUTH_TOKEN") or token_file.read_text().strip()
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(180)
-def test_the_dashboard_and_job_api_refuse_callers_without_the_token(dashboard_url):
-    port = int(dashboard_url.rsplit(":", 1)[1])
-    assert listening_addresses(port) == {LOOPBACK}
-    assert httpx.get(f"{dashboard_url}/api/jobs/", timeout=30).status_code == 401
-    wrong = {"Authorization": "Bearer " + "0" * 64}
-    assert httpx.get(f"{dashboard_url}/api/jobs/", headers=wrong, timeout=30).status_code in (401, 403)
-    right = {"Authorization": f"Bearer {ray_token()}"}
-    assert httpx.get(f"{dashboard_url}/api/jobs/", headers=right, timeout=30).status_code == 200
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(180)
-def test_the_gcs_refuses_a_driver_without_the_token(ray_cluster, tmp_path):
-    """Ray's GCS and raylet listen on every interface (Ray has no loopback-only switch for them),
-    so the token is what keeps other hosts out: a driver with a wrong token is refused."""
-    probe = "import ray; ray.init(address='{address}', log_to_driver=False); print('CONNECTED')"
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": "f" * 64,
-        "HOME": str(tmp_path),  # no ~/.ray/auth_token to fall back on
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", probe.format(address=ray_cluster.address_info["gcs_address"])],
-        env=env, capture_output=True, text=True, timeout=150,
-    )  # fmt: skip
-    assert "CONNECTED" not in result.stdout
-    assert result.returncode != 0
-    assert re.search(r"(?i)auth", result.stderr), result.stderr[-2000:]
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(120)
-def test_the_serve_proxy_listens_on_loopback_only(serve_http_port):
-    assert listening_addresses(serve_http_port) == {LOOPBACK}
 
 
 # --- dependency audit -------------------------------------------------------------------------
@@ -268,13 +216,3 @@ def test_ci_runs_the_dependency_audit():
     audit = workflow["jobs"]["audit"]
     assert any("scripts/audit_deps.py" in step.get("run", "") for step in audit["steps"])
     assert "audit" in workflow["jobs"]["image"]["needs"]  # no image is pushed past a failed audit
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(600)
-def test_locked_dependencies_have_no_unaccepted_known_vulnerability():
-    report = audit_deps.run_pip_audit()
-    code, lines = audit_deps.verdict(report, audit_deps.accepted_ids())
-    if code == audit_deps.UNREACHABLE:
-        pytest.skip(f"pip-audit could not reach its advisory service from here: {lines[0]}")
-    assert code == 0, "\n".join(lines)

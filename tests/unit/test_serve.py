@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
-from rayestate.mlflow_model import LoadedModel
-from serve_app.sample_model import synthetic_listings, train_price_model
 
 from rayestate.localstack import adapt_serve_config, load_serve_config
+from rayestate.model_io import LoadedModel
 from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, Listing
 from serve_app.contract import (
     BatchRequest,
@@ -34,14 +33,16 @@ from serve_app.contract import (
 from serve_app.http_guard import endpoint_label
 from serve_app.inference import dollar_effects, explain_rows, predict_rows
 from serve_app.served_model import ServedModel
+from tests.support.listings import known_location
+from tests.support.models import sample_listings, train_sample_model
 
 LISTING = {"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas", "city": "Austin"}
 
 
 @pytest.fixture(scope="module")
 def small_model():
-    frame = synthetic_listings(1500, seed=3)
-    return train_price_model(frame, rounds=30, max_depth=4), frame
+    frame = sample_listings(1500, seed=3)
+    return train_sample_model(frame, rounds=30, max_depth=4), frame
 
 
 def raw_row(**overrides) -> dict:
@@ -90,7 +91,8 @@ def test_explain_and_predict_agree(small_model):
 
 def test_unseen_state_zip_and_city_are_priced_with_warnings(small_model):
     model, _ = small_model
-    prices, warnings = predict_rows(model, [raw_row(state="Narnia", zip_code="99999", city="Oz"), raw_row()])
+    seen = known_location("Texas", rows=1500, seed=3)  # a city and zip of the model's training rows
+    prices, warnings = predict_rows(model, [raw_row(state="Narnia", zip_code="99999", city="Oz"), raw_row(**seen)])
     assert all(math.isfinite(p) and p > 0 for p in prices)
     assert any("Narnia" in w for w in warnings[0])
     assert any("99999" in w for w in warnings[0])
@@ -331,7 +333,9 @@ def test_builder_args_are_settings_and_the_graph_builds():
 
 def test_adapted_config_only_changes_what_it_is_asked_to():
     original = load_serve_config()
-    adapted = adapt_serve_config(original, port=1234, args={"model_name": "x"}, extra_apps={"down": {"model_name": "y"}})
+    adapted = adapt_serve_config(
+        original, port=1234, args={"model_name": "x"}, extra_apps={"down": {"model_name": "y"}}
+    )
     assert adapted["http_options"]["port"] == 1234
     assert [a["route_prefix"] for a in adapted["applications"]] == ["/", "/down"]
     assert adapted["applications"][1]["args"]["model_name"] == "y"
