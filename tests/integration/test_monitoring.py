@@ -1,81 +1,59 @@
-"""Monitoring: the pipeline's metrics reach Ray's Prometheus endpoint, and the Grafana dashboard
-plots exactly the metrics the code defines (the Serve request metrics are in test_serve_api.py)."""
+"""The pipeline's metrics reach Ray's Prometheus endpoint, counted exactly (the Serve request metrics
+are in test_serve_api.py; the dashboard check is in unit/test_monitoring.py).
+
+The counters are shared by the whole session (one detached actor per cluster), so each test
+measures them before and after its own action, between barriers (tests.support.metrics), and
+asserts the exact increase; labels only this test uses make the rows count unambiguous.
+"""
 
 from __future__ import annotations
 
 import json
-import re
-import time
-from pathlib import Path
+import uuid
 from types import SimpleNamespace
 
-import httpx
 import pytest
 
+from tests.support.metrics import RUNS, metric_value, settle_pipeline_metrics
 from tests.support.servers import FaultProxy
 
-REPO = Path(__file__).resolve().parents[1]
-DASHBOARD = REPO / "kuberay/monitoring/rayestate-dashboard.json"
-METRIC_SOURCES = [REPO / "serve_app/metrics.py", REPO / "ray_jobs/pipeline_metrics.py"]
+PROMOTIONS, DRIFT, ROWS = (
+    "ray_rayestate_promotions_total", "ray_rayestate_drift_verdicts_total", "ray_rayestate_rows_ingested_total",
+)  # fmt: skip
 
 
-def defined_metrics() -> set[str]:
-    return {name for path in METRIC_SOURCES for name in re.findall(r'"(rayestate_\w+)"', path.read_text())}
+def counts(text: str) -> dict[str, float]:
+    """The counters this file's actions move, from one scrape."""
+    return {
+        "promoted": metric_value(text, PROMOTIONS, decision="promoted"),
+        "drift": metric_value(text, DRIFT, verdict="drift"),
+        "runs promoted": metric_value(text, RUNS, outcome="promoted"),
+        "runs skipped": metric_value(text, RUNS, outcome="skipped"),
+        "runs no_new_data": metric_value(text, RUNS, outcome="no_new_data"),
+    }
 
 
-def dashboard_metrics() -> set[str]:
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    exprs = " ".join(target["expr"] for panel in panels for target in panel.get("targets", []))
-    return {m.removeprefix("ray_").removesuffix("_bucket") for m in re.findall(r"\bray_rayestate_\w+", exprs)}
-
-
-def test_the_dashboard_plots_only_metrics_the_code_defines():
-    defined = defined_metrics()
-    assert {"rayestate_rows_ingested_total", "rayestate_drift_verdicts_total", "rayestate_promotions_total"} <= defined
-    plotted = dashboard_metrics()
-    assert plotted - defined == set(), "the dashboard plots metrics nothing exports"
-    unplotted = defined - plotted - {"rayestate_pipeline_runs_total"}
-    assert not unplotted, f"metrics without a panel: {unplotted}"
-
-
-def metric_value(text: str, name: str, **labels) -> float | None:
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_pipeline_figures_are_exported_as_ray_metrics(ray_cluster):
     from ray_jobs.pipeline_metrics import record_pipeline_metrics
 
     port = ray_cluster.address_info["metrics_export_port"]
-    source = f"test-{time.monotonic_ns()}"  # a label no other test uses
+    source = f"test-{uuid.uuid4().hex[:12]}"  # a label no other test uses
+    before = settle_pipeline_metrics(port)
     record_pipeline_metrics(
         SimpleNamespace(outcome="promoted", drift_verdict="drift"), rows_ingested=1234, source=source
     )
     record_pipeline_metrics(SimpleNamespace(outcome="skipped", drift_verdict=None), rows_ingested=66, source=source)
-    rows = scrape_until(port, "ray_rayestate_rows_ingested_total", 1300, source=source)
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-    assert rows == 1300
-    assert (metric_value(text, "ray_rayestate_promotions_total", decision="promoted") or 0) >= 1
-    assert (metric_value(text, "ray_rayestate_drift_verdicts_total", verdict="drift") or 0) >= 1
-    assert (metric_value(text, "ray_rayestate_pipeline_runs_total", outcome="skipped") or 0) >= 1
+    after = settle_pipeline_metrics(port)
+
+    assert metric_value(before, ROWS, source=source) == 0
+    assert metric_value(after, ROWS, source=source) == 1234 + 66
+    change = {name: value - counts(before)[name] for name, value in counts(after).items()}
+    # one promoted run (a decision, with a drift verdict), one skipped run (no decision, no verdict)
+    assert change == {"promoted": 1, "drift": 1, "runs promoted": 1, "runs skipped": 1, "runs no_new_data": 0}
 
 
-def scrape_until(port: int, name: str, want: float, timeout_s: float = 120.0, **labels) -> float | None:
-    """Poll Ray's Prometheus endpoint until ``name{labels}`` reaches ``want`` (Ray exports every few s)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = metric_value(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text, name, **labels)
-        if (value or 0) >= want or time.monotonic() > deadline:
-            return value
-        time.sleep(2)
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_the_pipeline_entry_point_counts_its_run(ray_cluster, mlflow_server, tmp_path, monkeypatch):
     """`python -m ray_jobs.pipeline`'s main() records the run's outcome; here the data API (a loopback
     stand-in answering the course API's 'exhausted' 400) has nothing new."""
@@ -83,14 +61,13 @@ def test_the_pipeline_entry_point_counts_its_run(ray_cluster, mlflow_server, tmp
     from rayestate.devstack.data_api import EXHAUSTED_DETAIL
 
     port = ray_cluster.address_info["metrics_export_port"]
-    before = metric_value(
-        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text,
-        "ray_rayestate_pipeline_runs_total", outcome="no_new_data",
-    ) or 0  # fmt: skip
     exhausted = (400, json.dumps({"detail": EXHAUSTED_DETAIL}).encode())
     monkeypatch.setenv("RAYESTATE_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("RAYESTATE_MLFLOW_TRACKING_URI", mlflow_server)
+    before = counts(settle_pipeline_metrics(port))
     with FaultProxy(None, [exhausted]) as api:
         assert pipeline.main(["--source-url", api.url]) == 0
-    after = scrape_until(port, "ray_rayestate_pipeline_runs_total", before + 1, outcome="no_new_data")
-    assert after == before + 1
+    after = counts(settle_pipeline_metrics(port))
+    assert {name: value - before[name] for name, value in after.items()} == {
+        "promoted": 0, "drift": 0, "runs promoted": 0, "runs skipped": 0, "runs no_new_data": 1,
+    }  # fmt: skip

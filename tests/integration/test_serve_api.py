@@ -8,12 +8,20 @@ import time
 
 import httpx
 import pytest
+from mlflow.tracking import MlflowClient
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+from ray_jobs.drift import drift_report, save_drift_report
+from rayestate.registry import VersionRecord
+from rayestate.settings import Settings
+from tests.support.listings import known_location
+from tests.support.models import sample_listings
 
+pytestmark = pytest.mark.timeout(600)
+
+#: Every field set, the location one the champion was trained on, so it is priced without warnings.
 LISTING = {
-    "bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas", "city": "Austin",
-    "zip_code": "21000", "status": "for_sale", "prev_sold_date": "2015-06-01",
+    "bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, **known_location("Texas"),
+    "status": "for_sale", "prev_sold_date": "2015-06-01",
 }  # fmt: skip
 
 
@@ -161,14 +169,9 @@ def test_health_and_ready(api, champion):
 
 
 def test_model_card_reads_the_registry_and_drift_reports(api, champion, serve_state_dir):
-    from serve_app.sample_model import synthetic_listings
-
-    from ray_jobs.drift import drift_report, save_drift_report
-    from rayestate.settings import Settings
-
     store = Settings(state_dir=serve_state_dir)
-    shifted = synthetic_listings(800, seed=4).assign(house_size=lambda d: d["house_size"] * 1.6)
-    save_drift_report(store, "batch-test-1", drift_report(synthetic_listings(800, seed=3), shifted, store))
+    shifted = sample_listings(800, seed=4).assign(house_size=lambda d: d["house_size"] * 1.6)
+    save_drift_report(store, "batch-test-1", drift_report(sample_listings(800, seed=3), shifted, store))
     deadline = time.monotonic() + 30  # /model is cached for a few seconds
     while True:
         body = api.get("/model").json()
@@ -177,12 +180,19 @@ def test_model_card_reads_the_registry_and_drift_reports(api, champion, serve_st
         time.sleep(1)
     assert body["registry_available"] is True
     assert body["model_name"] == champion.name and body["model_alias"] == "champion"
-    assert body["champion"]["version"] == served_version(api)
+    assert body["champion"]["version"] == served_version(api) == champion.version
     assert body["champion"]["run_id"] and body["champion"]["trained_at"]
-    assert body["champion"]["metrics"]["val_mdape"] == pytest.approx(0.12)
+    # The champion's numbers are the ones the pipeline's decision path recorded on its version
+    # (held-out test metrics, exactly), and its decision is the first-model one, with its reason.
+    recorded = VersionRecord.of(MlflowClient(champion.tracking_uri).get_model_version(champion.name, champion.version))
+    assert recorded.metrics and {"mdape", "r2_log", "rows"} <= set(recorded.metrics)
+    assert body["champion"]["metrics"] == recorded.metrics
+    assert body["champion"]["run_id"] == recorded.run_id
     history = {h["version"]: h for h in body["promotion_history"]}
-    assert history[champion.version]["tags"]["decision"] == "promoted"
-    assert "champion" in history[body["champion"]["version"]]["aliases"]
+    first = history[champion.version]
+    assert (first["decision"], first["reason"]) == ("first_model", "no champion yet: the first model becomes champion")
+    assert first["metrics"] == recorded.metrics and first["registration"] == "complete"
+    assert "champion" in first["aliases"]
     assert body["drift_note"] is None
     (report,) = body["drift_reports"]
     assert report["batch_id"] == "batch-test-1" and report["verdict"] == "drift"

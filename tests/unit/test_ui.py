@@ -2,6 +2,8 @@
 
 Explanations and drift reports here are real ones: a small real model explained by the serving
 code (serve_app.inference, no Ray) and reports computed by ray_jobs.drift on synthetic listings.
+Charts are checked on their Vega-Lite spec (``to_dict()``): the marks, what each encodes, and the
+rows they carry, so a chart that plots the wrong field or drops rows fails here.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
+from rayestate.registry import VersionRecord
 from rayestate.schema import Listing
+from tests.support.listings import known_location
 from ui import charts
 from ui.client import describe_detail
 from ui.listings import (
@@ -29,17 +33,38 @@ from ui.listings import (
     variants,
 )
 
-HOME = {**DEFAULT_LISTING, "city": "Tampa", "zip_code": "33602", "prev_sold_date": "2015-06-01"}
+#: A home in the synthetic market the model below is trained on (its city and zip are known to it).
+HOME = {**DEFAULT_LISTING, **known_location("Florida", rows=1500, seed=3), "prev_sold_date": "2015-06-01"}
 
 
 @pytest.fixture(scope="module")
 def explanation() -> dict:
-    from serve_app.sample_model import synthetic_listings, train_price_model
-
     from serve_app.inference import explain_rows
+    from tests.support.models import sample_listings, train_sample_model
 
-    model = train_price_model(synthetic_listings(1500, seed=3), rounds=30)
+    model = train_sample_model(sample_listings(1500, seed=3), rounds=30)
     return explain_rows(model, [Listing(**HOME).to_raw_row()])[0]
+
+
+def layers(spec: dict) -> list[dict]:
+    """The layers of a chart spec: a facet's inner layers, a layer chart's, or the chart itself."""
+    inner = spec.get("spec", spec)
+    return inner.get("layer", [inner])
+
+
+def marks(spec: dict) -> list[str]:
+    return [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in layers(spec)]
+
+
+def rows(spec: dict) -> list[dict]:
+    """The data rows a chart spec carries (Altair inlines them once, under ``datasets``)."""
+    (data,) = spec["datasets"].values()
+    return data
+
+
+def encoded(layer: dict, channel: str) -> tuple[str, str]:
+    """(field, Vega-Lite type) a layer encodes on ``channel``."""
+    return layer["encoding"][channel]["field"], layer["encoding"][channel]["type"]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +151,18 @@ def test_dollar_view_adds_up_to_price_minus_base_price(explanation):
     assert len(frame) == 4
     assert frame["dollars"].sum() == pytest.approx(explanation["price"] - explanation["base_price"], rel=1e-4)
     assert set(frame["direction"]) <= {"raises", "lowers"}
-    charts.dollar_chart(explanation).to_dict()
+
+    spec = charts.dollar_chart(explanation, top=3).to_dict()
+    assert marks(spec) == ["bar", "text", "text"]  # bars, then labels right of gains and left of losses
+    bars, right, left = layers(spec)
+    assert encoded(bars, "x") == ("dollars", "quantitative") and encoded(bars, "y") == ("feature", "nominal")
+    assert encoded(bars, "color") == ("direction", "nominal")
+    assert bars["encoding"]["y"]["sort"] == frame["feature"].tolist()  # largest effect on top
+    assert right["transform"] == [{"filter": "datum.dollars >= 0"}] and right["mark"]["align"] == "left"
+    assert left["transform"] == [{"filter": "datum.dollars < 0"}] and left["mark"]["align"] == "right"
+    assert [(r["feature"], r["dollars"], r["text"]) for r in rows(spec)] == list(
+        frame[["feature", "dollars", "text"]].itertuples(index=False, name=None)
+    )
 
 
 def test_contributions_table_has_every_feature_largest_first(explanation):
@@ -142,15 +178,14 @@ def test_contributions_table_has_every_feature_largest_first(explanation):
 
 def test_metrics_over_versions_from_tags():
     history = [
-        {"version": "3", "aliases": ["champion"], "tags": {"decision": "promoted", "metrics": {"val_mdape": 0.12}}},
-        {"version": "2", "aliases": [], "tags": {"decision": "rejected", "val_mdape": "0.18", "note": "x", "ok": True}},
-        {"version": "1", "aliases": [], "tags": {}, "metrics": {"rmse": 0.3}},
-        {"version": "latest", "tags": {"val_mdape": 1}},  # not a version number: skipped
+        VersionRecord(version="3", aliases=["champion"], decision="promoted", metrics={"val_mdape": 0.12}),
+        VersionRecord(version="2", decision="rejected", metrics={"val_mdape": 0.18, "rmse": float("nan")}),
+        VersionRecord(version="1", metrics={"rmse": 0.3}),  # registered, not decided yet
     ]
     frame = charts.metrics_frame(history)
     assert sorted(map(tuple, frame[["version", "metric", "value", "decision"]].to_numpy().tolist())) == [
-        (1, "rmse", 0.3, "—"),
-        (2, "val_mdape", 0.18, "rejected"),
+        (1, "rmse", 0.3, "undecided"),
+        (2, "val_mdape", 0.18, "rejected"),  # a NaN metric is left out
         (3, "val_mdape", 0.12, "promoted"),
     ]
     assert charts.default_metrics(["rows", "val_mdape", "seed", "rmse", "decision.diff_mae_log"]) == [
@@ -158,8 +193,17 @@ def test_metrics_over_versions_from_tags():
         "rmse",
     ]
     assert charts.default_metrics(["rows", "rmse", "r2_log", "mdape"]) == ["mdape", "r2_log"]
-    assert charts.decision_of({"aliases": ["champion"], "tags": {}}) == "champion"
-    charts.metrics_chart(frame).to_dict()
+    assert charts.decision_of(VersionRecord(version="4", aliases=["champion"])) == "champion"  # made champion by hand
+
+    spec = charts.metrics_chart(frame).to_dict()
+    assert spec["facet"]["row"]["field"] == "metric"  # one panel per metric
+    assert marks(spec) == ["line", "point"]
+    line, points = layers(spec)
+    for layer in (line, points):
+        assert encoded(layer, "x") == ("version", "ordinal") and encoded(layer, "y") == ("value", "quantitative")
+    assert encoded(points, "color") == ("decision", "nominal")
+    assert points["encoding"]["color"]["scale"]["domain"] == list(dict.fromkeys(frame["decision"]))
+    assert rows(spec) == frame.to_dict("records")
 
 
 # --- drift -------------------------------------------------------------------------------------
@@ -173,7 +217,20 @@ def test_drift_checks_are_listed_drift_first(drift_reports):
     assert "house_size" in set(table.loc[table["verdict"] == "drift", "feature"])
     verdicts = table["verdict"].map({"drift": 0, "no_drift": 1, "insufficient_data": 2}).to_numpy()
     assert list(verdicts) == sorted(verdicts)
-    charts.effect_chart(report).to_dict()
+
+    spec = charts.effect_chart(report).to_dict()
+    assert spec["facet"]["row"]["field"] == "metric"  # one panel per effect metric (PSI, ...)
+    assert marks(spec) == ["bar", "tick"]  # each check's effect size, and its threshold as a tick
+    bars, ticks = layers(spec)
+    assert encoded(bars, "x") == ("effect_size", "quantitative")
+    assert encoded(ticks, "x") == ("threshold", "quantitative")
+    assert encoded(bars, "y") == encoded(ticks, "y") == ("check", "nominal")
+    assert encoded(bars, "color") == ("verdict", "nominal")
+    plotted = {(r["check"], r["verdict"]): r["effect_size"] for r in rows(spec)}
+    measured = table.dropna(subset=["effect_size"])
+    assert len(plotted) == len(measured) and ("house_size", "drift") in plotted  # every check that has one
+    drifted = next(f for f in report["features"] if (f["kind"], f["feature"]) == ("numeric", "house_size"))
+    assert plotted["house_size", "drift"] == pytest.approx(drifted["effect_size"])
 
 
 def test_drift_distributions_of_every_kind(drift_reports):
@@ -191,7 +248,16 @@ def test_drift_distributions_of_every_kind(drift_reports):
     assert list(charts.distribution_frame(missing)["bin"].unique()) == ["missing"]
     assert charts.distribution_frame({"feature": "x", "kind": "numeric", "chart": None}) is None
     for check in checks.values():
-        charts.distribution_chart(check)
+        chart, expected = charts.distribution_chart(check), charts.distribution_frame(check)
+        if expected is None:
+            assert chart is None, check["feature"]
+            continue
+        spec = chart.to_dict()
+        assert marks(spec) == ["bar"] and spec["title"].startswith(check["feature"])
+        assert encoded(spec, "x") == ("bin", "nominal") and encoded(spec, "y") == ("share", "quantitative")
+        assert encoded(spec, "xOffset") == encoded(spec, "color") == ("data", "nominal")  # reference | new batch
+        assert spec["encoding"]["x"]["sort"] == list(dict.fromkeys(expected.sort_values("order")["bin"]))
+        assert rows(spec) == expected.to_dict("records")
 
 
 # --- listings and CSV --------------------------------------------------------------------------
@@ -251,7 +317,7 @@ def test_variants_across_states_drop_the_local_fields():
     assert all("city" not in row and "zip_code" not in row for _, row in rows)
     sizes = variants(HOME, "house_size", [1000.0, 1500.5])
     assert [label for label, _ in sizes] == ["1,000 sq ft", "1,500.5 sq ft"]
-    assert sizes[0][1]["zip_code"] == "33602"
+    assert sizes[0][1]["zip_code"] == HOME["zip_code"]
     with pytest.raises(ValueError, match="cannot vary 'price'"):
         variants(HOME, "price", [1])
 
@@ -278,10 +344,10 @@ def test_history_and_runs_tables():
     from ui.components import history_table, runs_table
 
     history = [
-        {"version": "2", "aliases": ["challenger"], "created_at": "2026-01-02T10:00:00+00:00", "run_id": "abc",
-         "tags": {"decision": "rejected", "reason": "no better", "metrics": {"mdape": 0.2, "rows": 10.0}}},
-        {"version": "1", "aliases": ["champion"], "created_at": "2026-01-01T10:00:00+00:00", "run_id": "def",
-         "tags": {"decision": "first_model", "reason": "no champion yet", "metrics": {"mdape": 0.15}}},
+        VersionRecord(version="2", aliases=["challenger"], created_at="2026-01-02T10:00:00+00:00", run_id="abc",
+                      decision="rejected", reason="no better", metrics={"mdape": 0.2, "rows": 10.0}),
+        VersionRecord(version="1", aliases=["champion"], created_at="2026-01-01T10:00:00+00:00", run_id="def",
+                      decision="first_model", reason="no champion yet", metrics={"mdape": 0.15}),
     ]  # fmt: skip
     table = history_table(history)
     assert table["decision"].tolist() == ["rejected", "first_model"]
