@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -10,60 +9,15 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from mlflow.tracking import MlflowClient
-from serve_app.sample_model import register_champion, synthetic_listings, train_price_model
 
+from ray_jobs.split import split_frame
 from rayestate.localstack import BIN, deploy_serve, free_port, running, stop_process, wait_ready
+from tests.support.champion import register_sample_model
+from tests.support.load import LISTING, LoadGenerator, wait_for_version
+from tests.support.models import make_model, sample_listings, train_sample_model
 from tests.support.serve import serve_test_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
-
-LISTING = {"bed": 4, "bath": 3, "acre_lot": 0.3, "house_size": 2400, "state": "Florida", "city": "Tampa"}
-
-
-class LoadGenerator:
-    """Closed-loop clients hammering /predict and /explain; records every response."""
-
-    def __init__(self, url: str, clients: int = 6):
-        self.url, self.clients = url, clients
-        self.stop = threading.Event()
-        self.results: list[tuple[float, str, int, str | None]] = []  # (time, path, status, version)
-        self.errors: list[str] = []
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
-
-    def _run(self, index: int) -> None:
-        path = "/explain" if index % 3 == 0 else "/predict"
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            while not self.stop.is_set():
-                try:
-                    response = client.post(path, json=LISTING)
-                    version = response.json().get("model_version") if response.status_code == 200 else None
-                    record = (time.monotonic(), path, response.status_code, version)
-                except httpx.HTTPError as exc:
-                    record = (time.monotonic(), path, 0, None)
-                    self.errors.append(repr(exc))
-                with self._lock:
-                    self.results.append(record)
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self._threads:
-            thread.join(timeout=120)
-
-
-def wait_for_version(url: str, version: str, *, timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = httpx.get(f"{url}/ready", timeout=30).json()
-        if body["predictor"].get("model_version") == version and body["explainer"].get("model_version") == version:
-            return body
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not move to version {version}: {body}")
+pytestmark = pytest.mark.timeout(900)
 
 
 def wait_until_every_answer_is(url: str, version: str, *, in_a_row: int = 30, timeout: float = 60.0) -> None:
@@ -79,14 +33,18 @@ def wait_until_every_answer_is(url: str, version: str, *, in_a_row: int = 30, ti
 def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
     client = MlflowClient(tracking_uri=champion.tracking_uri)
     start_version = wait_ready(serve_app_url)["model_version"]
-    frame = synthetic_listings(2500, seed=7)
-    challenger = register_champion(
-        champion.tracking_uri, train_price_model(frame, rounds=40, seed=7), frame, name=champion.name,
-        alias="challenger", tags={"decision": "promoted", "reason": "hot swap test"},
+    # A second version of the champion's model, registered as a pipeline run would: a model of
+    # shuffled prices, so the promotion rule rejects it and only this test moves the alias to it.
+    splits = split_frame(sample_listings(2500, seed=7))
+    registered = register_sample_model(
+        champion.tracking_uri, champion.name, make_model(splits.train, shuffled=True, seed=7), splits.test,
+        run_key="hot-swap-7",
     )  # fmt: skip
+    assert registered.decision == "rejected", registered
+    challenger = registered.version
     try:
         with LoadGenerator(serve_app_url) as load:
-            time.sleep(3)
+            load.wait_for_answers(20)
             client.set_registered_model_alias(champion.name, "champion", challenger)
             reload = httpx.post(f"{serve_app_url}/reload", timeout=60)
             assert reload.status_code == 200 and reload.json()["model_version"] == challenger
@@ -94,11 +52,12 @@ def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
             # /reload reached one replica of each deployment; the others follow on their next poll.
             wait_until_every_answer_is(serve_app_url, challenger)
             switched_at = time.monotonic()
-            time.sleep(3)
+            load.wait_for_answers(20)
+            moved_back_at = time.monotonic()
             # Back to the original version without /reload: the replicas' alias polling must find it.
             client.set_registered_model_alias(champion.name, "champion", start_version)
             wait_for_version(serve_app_url, start_version)
-            time.sleep(2)
+            load.wait_for_answers(10)
     finally:
         client.set_registered_model_alias(champion.name, "champion", start_version)
 
@@ -106,7 +65,8 @@ def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
     assert load.errors == [] and set(statuses) == {200}, (statuses, load.errors[:3])
     versions = Counter(version for _, _, _, version in load.results)
     assert versions[start_version] > 0 and versions[challenger] > 0, versions
-    settled = [v for t, path, _, v in load.results if switched_at < t < switched_at + 3]
+    # Once every replica had swapped, and until the alias moved back, only the new version answered.
+    settled = [v for t, _, _, v in load.results if switched_at < t < moved_back_at]
     assert settled and set(settled) == {challenger}
     assert {path for _, path, _, _ in load.results} == {"/predict", "/explain"}
 
@@ -132,8 +92,9 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
 
     dead_uri = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     with own_mlflow_server(tmp_path) as (uri, process):
-        frame = synthetic_listings(1500, seed=11)
-        version = register_champion(uri, train_price_model(frame, rounds=20), frame, name="outage-model")
+        splits = split_frame(sample_listings(1500, seed=11))
+        model = train_sample_model(splits.train, rounds=20)
+        version = register_sample_model(uri, "outage-model", model, splits.test, run_key="outage-11").version
         extra_apps = {
             "outage": {"mlflow_tracking_uri": uri, "model_name": "outage-model"},
             "nomodel": {"mlflow_tracking_uri": dead_uri, "model_load_timeout_s": 5},
