@@ -14,13 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rayestate.localstack import free_port, running
+from rayestate.localstack import REPO, free_port, running
+from tests.support.parts import missing
 from ui.charts import money
 from ui.listings import DEFAULT_LISTING
 
-pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.timeout(900)]
-
-REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(900)
 #: This machine has no network: keep Chromium from phoning home or updating itself.
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -45,9 +44,10 @@ def ui_url(serve_app_url, tmp_path):
 
 
 def test_browser_prices_a_home_and_draws_the_waterfall(ui_url, serve_app_url, chromium_path, tmp_path):
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="the playwright package is not installed (pip install -e '.[dev]')"
-    )
+    try:
+        from playwright import sync_api
+    except ImportError:  # part of the browser toolset, like chromium itself
+        missing("browser", "the playwright package is not installed (pip install -e '.[dev]')")
     expected = httpx.post(f"{serve_app_url}/predict", json=DEFAULT_LISTING, timeout=60).json()["price"]
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_FLAGS)

@@ -2,7 +2,9 @@
 
 Starts the real Ray head, MLflow server and data API on their default loopback ports (the
 pipeline and Serve steps are covered by their own tests), checks that a second `up`
-reuses them, and that `down` stops exactly what `up` started.
+reuses them, and that `down` stops exactly what `up` started. Default ports already in use (a
+`make up` stack running) are the missing part ``ports``: a skip locally, a failure where
+RAYESTATE_REQUIRE names it (CI, which starts from a clean machine).
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rayestate.stack import DASHBOARD_PORT, RAY_PORT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+from rayestate.services import DASHBOARD_PORT, RAY_PORT
+from tests.support.parts import missing
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 BIN = Path(sys.executable).parent
 RAYESTATE = str(BIN / "rayestate")
 PORTS = {"ray": DASHBOARD_PORT, "mlflow": 5000, "data-api": 8081}
@@ -48,7 +52,7 @@ def _rayestate(state_dir: Path, *args: str) -> subprocess.CompletedProcess:
 def stack_state(tmp_path):
     busy = [name for name, port in {**PORTS, "gcs": RAY_PORT}.items() if _port_open(port)]
     if busy:
-        pytest.skip(f"default ports already in use by another stack: {busy}")
+        missing("ports", f"default ports already in use by another stack: {busy}")
     state = tmp_path / "state"
     yield state
     _rayestate(state, "down")
