@@ -15,7 +15,7 @@ import yaml
 
 from rayestate.localstack import REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.integration  # ray job submit on the local cluster
 
 
 @pytest.mark.timeout(900)
@@ -55,6 +55,7 @@ def test_rayjob_entrypoint_runs_through_ray_job_submit(dashboard_url, mlflow_ser
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=840, env={**os.environ, "RAY_AUTH_MODE": "token"}
     )
-    status = JobSubmissionClient(dashboard_url).get_job_status(submission_id)
-    assert status == JobStatus.SUCCEEDED, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    output = f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    jobs = {job.submission_id: job.status for job in JobSubmissionClient(dashboard_url).list_jobs()}
+    assert jobs.get(submission_id) == JobStatus.SUCCEEDED, output
     assert result.returncode == 0

@@ -10,7 +10,7 @@ from ray_jobs.clean import clean_table_pandas
 from ray_jobs.split import split_frame
 from ray_jobs.tune import fit_untuned
 
-pytestmark = [pytest.mark.data, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")

@@ -113,7 +113,7 @@ def test_serving_rides_out_an_mlflow_outage_and_follows_the_registry_again_after
         champion, port=serve_http_port, state_dir=serve_state_dir, poll_s=1,
         extra_apps={"outage2": {"mlflow_tracking_uri": mlflow.uri, "model_name": "outage2-model"}},
     )  # fmt: skip
-    splits = split_frame(sample_listings(1500, seed=12))
+    splits = split_frame(sample_listings(3000, seed=12))  # ~290 test rows: enough for the rule to tell them apart
     try:
         weak = make_model(splits.train, rounds=3)  # a first model the second one clearly beats
         first = register_sample_model(mlflow.uri, "outage2-model", weak, splits.test, run_key="outage2-1").version

@@ -10,7 +10,7 @@ from rayestate.localstack import free_port
 from ui.client import ApiClient, ApiError, ApiUnavailable
 from ui.listings import DEFAULT_LISTING, price_in_chunks
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture
@@ -51,7 +51,8 @@ def test_status_endpoints(client, champion):
     assert client.health()["status"] == "ok"
     ready = client.ready()
     assert ready["ready"] is True and ready["model_version"] == champion.version
-    assert client.model()["champion"]["version"] == champion.version
+    report = client.model()  # read as rayestate.api.ModelReport
+    assert report.champion.version == champion.version and report.registry_available
 
 
 def test_nothing_listening_is_api_unavailable():
