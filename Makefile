@@ -45,8 +45,9 @@ test: $(DEV_STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+## The unit tier only (tests/unit): no servers, no ../shared, a minute or two.
 test-fast: $(DEV_STAMP)
-	$(BIN)/python -m pytest -m "not integration and not browser and not slow"
+	$(BIN)/python -m pytest tests/unit
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -24,13 +24,11 @@ from rayestate.settings import Settings
 from tests.support.champion import Champion, make_sample_champion
 from tests.support.parts import missing
 from tests.support.serve import serve_test_config
-from tests.support.servers import AppServer
+from tests.support.servers import MOTO_KEY, MOTO_SECRET, AppServer
 
 SHARED = Path(os.environ.get("RAYESTATE_SHARED_DIR", REPO.parent / "shared"))
 SCHEMAS = SHARED / "schemas"
 TEST_MODEL_NAME = "rayestate-price-test"
-# Throwaway credentials for the local moto server only; they grant nothing anywhere else.
-MOTO_KEY, MOTO_SECRET = "moto-test-key", "moto-test-secret"
 
 # Token auth stays on in tests too; ray.init() generates the token for a local cluster.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -193,3 +191,14 @@ def serve_app_url(serve_http_port, dashboard_url, champion, serve_state_dir) -> 
     url = f"http://127.0.0.1:{serve_http_port}"
     wait_ready(url, timeout=240)
     return url
+
+
+@pytest.fixture
+def ui(serve_app_url, monkeypatch):
+    """A fresh Streamlit AppTest session of the UI, pointed at the real Serve app (RAYESTATE_API_URL)."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.support.ui import APP
+
+    monkeypatch.setenv("RAYESTATE_API_URL", serve_app_url)
+    return AppTest.from_file(str(APP), default_timeout=90)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-from mlflow.tracking import MlflowClient
 
 from ray_jobs import register
 from ray_jobs.challenger import load_champion, register_and_decide
@@ -32,23 +31,40 @@ class Champion:
 
 
 def register_sample_model(
-    tracking_uri: str, name: str, model: PriceModel, test: pd.DataFrame, *, run_key: str
+    tracking_uri: str,
+    name: str,
+    model: PriceModel,
+    test: pd.DataFrame,
+    *,
+    run_key: str,
+    training_batches: list[str] | None = None,
 ) -> registry.VersionRecord:
-    """Register ``model`` the way a pipeline run does (decided against the current champion, if any)."""
+    """Register ``model`` the way a pipeline run does (decided against the current champion, if any).
+
+    ``training_batches`` (default: a label for the synthetic sample) is what the version records
+    it was trained on; the live drift job reads those batches from the store as its reference.
+    """
     settings = Settings(mlflow_tracking_uri=tracking_uri, model_name=name, mlflow_experiment=f"{name}-samples")
+    batches = list(training_batches or ["synthetic-sample"])
     client = registry.connect(settings)
     champion = load_champion(client, settings, registry.champion(client, settings))
-    with register.pipeline_run(client, settings, run_key, ["synthetic-sample"]):
-        outcome = register_and_decide(
-            client, settings, model, test, run_key=run_key, training_batches=["synthetic-sample"],
-            champion_model=champion,
-        )  # fmt: skip
-    return registry.VersionRecord.of(MlflowClient(tracking_uri).get_model_version(name, outcome.version))
+    with register.pipeline_run(client, settings, run_key, batches):
+        register_and_decide(
+            client, settings, model, test, run_key=run_key, training_batches=batches, champion_model=champion
+        )
+    return registry.find_version(client, settings, run_key)  # as recorded, aliases included
 
 
-def make_sample_champion(tracking_uri: str, name: str, *, rows: int = 4000, seed: int = 1) -> Champion:
-    """Train, evaluate and register a first model under ``name``; it becomes the champion."""
+def make_sample_champion(
+    tracking_uri: str, name: str, *, rows: int = 4000, seed: int = 1, training_batches: list[str] | None = None
+) -> Champion:
+    """Train on ``sample_listings(rows, seed)``, evaluate and register a first model under ``name``.
+
+    It becomes the champion. ``training_batches`` as for :func:`register_sample_model`.
+    """
     splits = split_frame(sample_listings(rows, seed=seed))
     model = with_sample_range(train_sample_model(pd.concat([splits.train, splits.valid]), seed=seed), splits, seed=seed)
-    record = register_sample_model(tracking_uri, name, model, splits.test, run_key=f"sample-{seed}-{rows}")
+    record = register_sample_model(
+        tracking_uri, name, model, splits.test, run_key=f"sample-{seed}-{rows}", training_batches=training_batches
+    )
     return Champion(tracking_uri=tracking_uri, name=name, version=record.version)

@@ -1,0 +1,55 @@
+"""Reading Ray's Prometheus endpoint in tests, and measuring exactly what one test added to a counter.
+
+The pipeline's counters live in one detached actor per cluster (ray_jobs.pipeline_metrics) that the
+whole test session shares, and Ray exports them every few seconds. So "the counter is >= 1" proves
+nothing (another test may have counted), and "before" read straight away may still miss counts made
+just before. :func:`settle_pipeline_metrics` is a barrier: it records a run with an outcome no one
+else uses and waits until that is exported. The actor handles calls in order and its process
+exports all its metrics together, so every count made before the barrier is then visible too; a
+difference between two barriers is exactly what happened between them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from types import SimpleNamespace
+
+import httpx
+
+RUNS = "ray_rayestate_pipeline_runs_total"
+
+
+def scrape(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+
+
+def metric_value(text: str, name: str, **labels) -> float:
+    """Sum of every ``name{...}`` series carrying ``labels`` (0 if none); Ray adds its own labels."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def scrape_until(port: int, name: str, want: float, timeout_s: float = 120.0, **labels) -> str:
+    """Poll until ``name{labels}`` reaches ``want``; returns that scrape (raises on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = scrape(port)
+        value = metric_value(text, name, **labels)
+        if value >= want:
+            return text
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}{labels} stayed at {value} < {want} for {timeout_s:.0f}s")
+        time.sleep(1)
+
+
+def settle_pipeline_metrics(port: int) -> str:
+    """Barrier (see the module docstring): returns a scrape holding every pipeline count made so far."""
+    from ray_jobs.pipeline_metrics import record_pipeline_metrics
+
+    marker = f"barrier-{uuid.uuid4().hex[:12]}"
+    record_pipeline_metrics(SimpleNamespace(outcome=marker, drift_verdict=None), rows_ingested=0, source=marker)
+    return scrape_until(port, RUNS, 1, outcome=marker)

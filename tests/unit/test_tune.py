@@ -1,0 +1,50 @@
+"""Fitting without a search: the untuned baseline with early stopping, and bags of boosters
+(the Ray Tune search and a whole training round are in integration/test_tune.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ray_jobs.fit import XGBOOST_DEFAULTS, refit
+from ray_jobs.split import split_frame
+from ray_jobs.tune import fit_untuned
+from tests.support.models import sample_listings
+
+
+def test_untuned_baseline_early_stops_and_refits():
+    splits = split_frame(sample_listings(3000, seed=41))
+    model, result = fit_untuned(splits.train, splits.valid)
+    assert 1 <= result.best_rounds < 3000 and model.meta["rounds"] == result.best_rounds
+    assert model.boosters[0].num_boosted_rounds() == result.best_rounds
+    assert np.isfinite(model.predict(splits.test)).all()
+
+
+def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(tmp_path):
+    from rayestate.model import PriceModel
+
+    splits = split_frame(sample_listings(3000, seed=43))
+    _, plain = fit_untuned(splits.train, splits.valid)
+    together = pd.concat([splits.train, splits.valid])
+    unsampled = refit(together, plain.params, plain.best_rounds, seed=3, bag_size=2)
+    assert len(unsampled.boosters) == 1  # no sampling: seeds change nothing
+    _, result = fit_untuned(splits.train, splits.valid, config={**XGBOOST_DEFAULTS, "subsample": 0.7})
+    bag = refit(together, result.params, result.best_rounds, seed=3, bag_size=2)
+    assert len(bag.boosters) == 2 and bag.meta["bag_size"] == 2
+    members = [PriceModel(boosters=[b], transform=bag.transform) for b in bag.boosters]
+    outputs = [m.predict_log(splits.test) for m in members]
+    assert not np.allclose(outputs[0], outputs[1])  # different seeds, different trees
+    np.testing.assert_allclose(bag.predict_log(splits.test), np.mean(outputs, axis=0), rtol=1e-6)
+
+    rows = splits.test.head(5)
+    for explanation, log_price in zip(bag.explain(rows), bag.predict_log(rows), strict=True):
+        total = explanation.base_value + sum(explanation.shap.values())
+        assert total == pytest.approx(log_price, abs=1e-4)  # additive: SHAP adds up to the model's output
+        assert explanation.log_price == pytest.approx(log_price, abs=1e-12)  # which the explanation carries
+
+    loaded = PriceModel.load(bag.save(tmp_path / "bag"))
+    assert len(loaded.boosters) == 2
+    np.testing.assert_allclose(loaded.predict_log(splits.test), bag.predict_log(splits.test), rtol=1e-6)
+    with pytest.raises(ValueError, match="at least one booster"):
+        PriceModel(boosters=[], transform=bag.transform)
