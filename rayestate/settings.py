@@ -107,8 +107,8 @@ class Settings(BaseSettings):
         2,
         ge=1,
         le=10,
-        description="Boosters in the final model (best config, different seeds), averaged. 2 took the real "
-        "sample's MdAPE from 0.1907 to 0.1888 (benchmarks/train_bench.py); each one adds its cost to serving.",
+        description="Most boosters the final model may average (best config, different seeds). The size is chosen "
+        "on validation rows within the serving budget, where a bag's members share the rounds it affords.",
     )
     augment_missing_sizes: bool = Field(
         True,

@@ -45,5 +45,6 @@ def test_transform_and_known_agree_with_or_without_shared_keys():
     keys = ListingKeys.of(rows)
     pd.testing.assert_frame_equal(transform.transform(rows), transform.transform(rows, keys))
     known = transform.known(rows, keys)
-    pd.testing.assert_frame_equal(transform.known(rows), known)
+    alone = transform.known(rows)
+    assert all((alone[name] == known[name]).all() for name in ("state", "zip", "city"))
     assert not known["zip"][rows.index % 7 == 0].any()  # the ZIP no training row had

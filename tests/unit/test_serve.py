@@ -25,10 +25,10 @@ from serve_app.contract import (
     BatchRequest,
     batch_rows,
     field_errors,
-    listing_columns,
     raw_rows,
     valid_batch,
     validate_listings,
+    validated_columns,
 )
 from serve_app.http_guard import endpoint_label
 from serve_app.inference import dollar_effects, explain_rows, predict_rows
@@ -84,7 +84,7 @@ def test_explanations_are_additive_in_log_space_and_in_dollars(small_model):
 def test_explain_and_predict_agree(small_model):
     model, frame = small_model
     rows = frame.drop(columns=["price"]).head(10).to_dict("records")
-    prices, _ = predict_rows(model, rows)
+    prices = predict_rows(model, rows)["prices"]
     explained = [r["price"] for r in explain_rows(model, rows)]
     assert explained == pytest.approx(prices, rel=1e-9)
 
@@ -92,7 +92,8 @@ def test_explain_and_predict_agree(small_model):
 def test_unseen_state_zip_and_city_are_priced_with_warnings(small_model):
     model, _ = small_model
     seen = known_location("Texas", rows=1500, seed=3)  # a city and zip of the model's training rows
-    prices, warnings = predict_rows(model, [raw_row(state="Narnia", zip_code="99999", city="Oz"), raw_row(**seen)])
+    answer = predict_rows(model, [raw_row(state="Narnia", zip_code="99999", city="Oz"), raw_row(**seen)])
+    prices, warnings = answer["prices"], answer["warnings"]
     assert all(math.isfinite(p) and p > 0 for p in prices)
     assert any("Narnia" in w for w in warnings[0])
     assert any("99999" in w for w in warnings[0])
@@ -104,13 +105,14 @@ def test_unseen_state_zip_and_city_are_priced_with_warnings(small_model):
 
 
 def test_batch_validation_reports_bad_rows_by_index():
-    rows = [LISTING, {**LISTING, "bed": -1}, LISTING, {"state": "Ohio"}, {**LISTING, "house_size": float("nan")}]
+    rows = [LISTING, {**LISTING, "bed": -1}, LISTING, {"state": "Ohio"}, {**LISTING, "house_size": float("nan")},
+            {"bed": 3}]  # fmt: skip
     good, errors = validate_listings(rows)
-    assert [i for i, _ in good] == [0, 2]
-    assert [e["index"] for e in errors] == [1, 3, 4]
+    assert [i for i, _ in good] == [0, 2, 3]  # a listing with only its state is priced as it comes
+    assert [e["index"] for e in errors] == [1, 4, 5]
     assert errors[0]["detail"][0]["loc"] == ["bed"]
-    assert {d["loc"][0] for d in errors[1]["detail"]} == {"bed", "bath", "acre_lot", "house_size"}
-    assert errors[2]["detail"][0]["type"] == "finite_number"
+    assert errors[1]["detail"][0]["type"] == "finite_number"  # NaN is not "missing": leave the field out
+    assert [d["loc"][0] for d in errors[2]["detail"]] == ["state"]
 
 
 def _batch_bodies():
@@ -350,13 +352,13 @@ def test_metric_labels_are_bounded():
 
 
 def test_columns_and_rows_give_the_same_prices(small_model):
-    from serve_app.contract import listing_columns
 
     model, _ = small_model
     listings = [Listing.model_validate({**LISTING, "zip_code": z, "bed": b}) for z, b in [("02101", 2), (None, 4)]]
-    by_rows, _ = predict_rows(model, [listing.to_raw_row() for listing in listings])
-    by_columns, _ = predict_rows(model, listing_columns(listings))
-    assert by_columns == pytest.approx(by_rows, rel=1e-12)
+    by_rows = predict_rows(model, [listing.to_raw_row() for listing in listings])
+    by_columns = predict_rows(model, validated_columns(listings))
+    assert by_columns["prices"] == pytest.approx(by_rows["prices"], rel=1e-12)
+    assert by_columns["warnings"] == by_rows["warnings"]
 
 
 def test_a_failing_row_fails_alone_in_a_batch():
@@ -391,8 +393,8 @@ def test_batch_columns_turn_back_into_the_raw_rows_the_model_and_the_log_see():
         Listing.model_validate({"bed": 1, "bath": 1, "acre_lot": 0.1, "house_size": 500, "state": "Ohio"}),
     ]  # fmt: skip
     expected = [{k: v for k, v in listing.to_raw_row().items() if k != "price"} for listing in listings]
-    assert raw_rows(listing_columns(listings)) == expected
-    assert raw_rows(listing_columns([])) == []
+    assert raw_rows(validated_columns(listings)) == expected
+    assert raw_rows(validated_columns([])) == []
 
 
 def test_a_call_whose_replica_died_is_sent_again_and_gives_up_with_a_503():

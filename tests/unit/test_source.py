@@ -18,7 +18,8 @@ OLD_COLUMNS = [c for c in RAW_COLUMNS if c not in ("brokered_by", "street")]  # 
 def test_parse_keeps_values_and_nulls():
     rows = api_rows(50)
     rows[0]["bed"], rows[1]["prev_sold_date"], rows[2]["bath"] = None, None, 3  # an int where floats are
-    header, table = parse_batch(api_body(rows), max_rows=100)
+    header, table, notes = parse_batch(api_body(rows), max_rows=100)
+    assert notes == ()
     assert header == API_HEADER and table.schema.equals(RAW_SCHEMA) and table.num_rows == 50
     assert table.column("bed")[0].as_py() is None and table.column("bath")[2].as_py() == 3.0
     assert table.column("prev_sold_date").to_pylist()[3:] == [r["prev_sold_date"] for r in rows[3:]]
@@ -43,9 +44,14 @@ def test_file_source_id_is_store_safe(tmp_path):
     assert file_source_id(tmp_path / "my data (v2).csv.gz") == "file-my_data_v2_"
 
 
-def test_the_old_10_column_file_is_refused_naming_the_missing_columns(tmp_path):
-    """A fault from the old dataset (was in test_faults.py): its file lacks brokered_by and street."""
+def test_the_old_10_column_file_is_ingested_with_its_ids_null_and_a_note(tmp_path):
+    """The dataset's older version lacks brokered_by and street: optional for pricing, so null, noted."""
     path = tmp_path / "realtor-old.csv"
     generate_listings(50, seed=2)[OLD_COLUMNS].to_csv(path, index=False)
-    with pytest.raises(SchemaError, match="brokered_by, street"):
-        next(read_file_batches(path, 10))
+    (batch,) = read_file_batches(path, 100)
+    assert batch.table.num_rows == 50 and batch.table.column("brokered_by").null_count == 50
+    assert "brokered_by, street" in batch.notes[0]
+    without_state = tmp_path / "no-state.csv"
+    generate_listings(50, seed=2)[[c for c in OLD_COLUMNS if c != "state"]].to_csv(without_state, index=False)
+    with pytest.raises(SchemaError, match="state"):  # a column pricing needs is still required
+        next(read_file_batches(without_state, 10))

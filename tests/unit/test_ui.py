@@ -108,7 +108,7 @@ def test_formatting():
 
 
 def test_waterfall_chains_from_base_value_to_the_prediction(explanation):
-    steps = charts.waterfall_steps(explanation, top=4)
+    steps = charts.waterfall_steps(explanation, top=4, by="features")
     assert steps["kind"].iloc[0] == "base" and steps["kind"].iloc[-1] == "prediction"
     assert steps["end"].iloc[0] == pytest.approx(math.exp(explanation["base_value"]))
     features = steps[steps["kind"].isin(["up", "down"])]
@@ -132,11 +132,20 @@ def test_waterfall_product_of_factors_is_the_price(shaps, top):
         "base_value": base,
         "contributions": [{"feature": f"f{i}", "value": i, "shap": s} for i, s in enumerate(shaps)],
     }
-    steps = charts.waterfall_steps(explanation, top=top)
+    steps = charts.waterfall_steps(explanation, top=top, by="features")
     features = steps[steps["kind"].isin(["up", "down"])]
     assert len(features) == min(len(shaps), top) + (len(shaps) > top)
     assert math.prod(features["factor"]) * math.exp(base) == pytest.approx(math.exp(base + math.fsum(shaps)), rel=1e-9)
     assert features["end"].iloc[-1] == pytest.approx(math.exp(base + math.fsum(shaps)), rel=1e-9)
+
+
+def test_the_default_waterfall_walks_the_listings_own_fields(explanation):
+    steps = charts.waterfall_steps(explanation, top=3)
+    fields = steps[steps["kind"].isin(["up", "down"])]
+    groups = sorted((g for g in explanation["groups"] if g["shap"] != 0.0), key=lambda g: -abs(g["shap"]))
+    assert fields["step"].iloc[0].startswith(groups[0]["label"])
+    assert fields["end"].iloc[-1] == pytest.approx(explanation["price"], rel=1e-5)  # groups add up like features
+    assert len(fields) == min(3, len(groups)) + (len(groups) > 3)
 
 
 def test_waterfall_chart_uses_a_log_price_axis(explanation):
@@ -283,7 +292,7 @@ def test_csv_rows_become_listings_and_keep_what_the_api_must_judge():
     frame = read_csv(data)
     assert frame["zip_code"].tolist() == ["01001", "1001.0"]
     assert missing_columns(frame) == []
-    assert missing_columns(frame.drop(columns=["bed", "state"])) == ["bed", "state"]
+    assert missing_columns(frame.drop(columns=["bed", "state"])) == ["state"]  # sizes may be left out
     first, second = listings_from_frame(frame)
     assert first == {
         "bed": 3.0,
