@@ -17,7 +17,7 @@ def table() -> str:
     rows = [HEADER, "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = "~/.rayestate" if name == "state_dir" else field.default
-        shown = "" if default is None else f"`{default}`"
+        shown = "" if default in (None, "") else f"`{default}`"
         meaning = (field.description or "").replace("|", "\\|")
         rows.append(f"| `RAYESTATE_{name.upper()}` | {shown} | {meaning} |")
     return "\n".join(rows)
