@@ -146,6 +146,7 @@ def test_serving_rides_out_an_mlflow_outage_and_follows_the_registry_again_after
 # --- data API faults: transient retried, malformed quarantined, raw store untouched ---------------
 
 OLD_COLUMNS = [c for c in RAW_COLUMNS if c not in ("brokered_by", "street")]  # the 10-column dataset
+NO_STATE = [c for c in RAW_COLUMNS if c != "state"]  # a column pricing needs
 
 
 def raw_store_files(settings) -> list[str]:
@@ -161,7 +162,7 @@ def api_settings(settings, url: str):
 
 
 MALFORMED = {
-    "old 10-column dataset": (api_body(api_rows(20, columns=OLD_COLUMNS)), "missing column.*brokered_by, street"),
+    "no state column": (api_body(api_rows(20, columns=NO_STATE)), "missing column.*state"),
     "wrong columns": (api_body([{**r, "sqft": r["house_size"]} for r in api_rows(5)]), "unexpected column.*sqft"),
     "truncated JSON": (api_body(api_rows(5))[:-40], "not one valid JSON object"),
 }
@@ -213,15 +214,20 @@ def test_the_pipeline_stops_on_a_malformed_batch_with_the_raw_store_unchanged(se
         good = api_settings(settings, server.url)
         assert len(ingest_new_batches(good, 1)) == 1
         before = raw_store_files(settings)
-        old_format = api_body(api_rows(20, columns=OLD_COLUMNS), batch_number=2)
-        with FaultProxy(server.url, [(200, old_format)]) as proxy, pytest.raises(BatchError, match="brokered_by"):
+        malformed = api_body(api_rows(20, columns=NO_STATE), batch_number=2)
+        with FaultProxy(server.url, [(200, malformed)]) as proxy, pytest.raises(BatchError, match="state"):
             ingest_new_batches(api_settings(settings, proxy.url), 1)
         assert raw_store_files(settings) == before
         assert [r.batch_number for r in store.list_records(settings, "raw")] == [1]
         (entry,) = list_quarantine(settings)  # the pipeline kept what the API sent, and why
-        assert read_payload(settings, entry.entry_id) == old_format and "brokered_by" in entry.reason
+        assert read_payload(settings, entry.entry_id) == malformed and "state" in entry.reason
         with FaultProxy(server.url, []) as proxy:  # the API is fixed: the next batch flows again
             assert len(ingest_new_batches(api_settings(settings, proxy.url), 1)) == 1
+        old_format = api_body(api_rows(20, columns=OLD_COLUMNS), batch_number=9)  # the dataset's older version
+        with FaultProxy(server.url, [(200, old_format)]) as proxy:
+            (record,) = ingest_new_batches(api_settings(settings, proxy.url), 1)
+        assert record.rows == 20 and "brokered_by, street" in record.notes[0]  # ingested, IDs null, noted
+        assert store.get_record(settings, "clean", record.batch_id).notes == record.notes
 
 
 # --- the pipeline job killed mid-tuning and mid-registration ----------------------------------
