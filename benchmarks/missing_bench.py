@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.real_data import SAMPLE, TRAIN_ROWS, test_rows, train_valid  # noqa: E402
+from benchmarks.real_data import SAMPLE, TRAIN_ROWS, held_out_rows, train_valid  # noqa: E402
 from ray_jobs.evaluate import evaluate  # noqa: E402
 from ray_jobs.fit import prepare, refit, train_booster, xgb_params  # noqa: E402
 from rayestate.schema import SIZE_FIELDS  # noqa: E402
@@ -70,7 +70,7 @@ def main() -> int:
     args = parser.parse_args()
     raw = pq.read_table(SAMPLE).to_pandas()
     train, valid, _ = train_valid(raw)
-    test, _ = test_rows(raw)
+    test, _ = held_out_rows(raw)
 
     def complete(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[frame[list(SIZE_FIELDS)].notna().all(axis=1)]

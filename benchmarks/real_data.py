@@ -39,7 +39,7 @@ def cleaning_removed(raw: pd.DataFrame) -> dict[str, int]:
     return clean_table_pandas(pa.Table.from_pandas(raw.iloc[:TRAIN_ROWS], preserve_index=False))[1]
 
 
-def test_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
+def held_out_rows(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, list[int]]]:
     """Rows 80,000+ minus impossible prices, and the row numbers left out per reason."""
     test = raw.iloc[TRAIN_ROWS:]
     price = test["price"]

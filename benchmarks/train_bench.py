@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_stack import model_shape  # noqa: E402
-from benchmarks.real_data import SAMPLE, cleaning_removed, test_rows, train_valid  # noqa: E402
+from benchmarks.real_data import SAMPLE, cleaning_removed, held_out_rows, train_valid  # noqa: E402
 from ray_jobs.evaluate import evaluate  # noqa: E402
 from ray_jobs.serving_cost import measure_model  # noqa: E402
 from ray_jobs.tune import Budget, fit_untuned, train_model  # noqa: E402
@@ -129,7 +129,7 @@ def main() -> int:
     args = parser.parse_args()
     raw = pd.read_parquet(SAMPLE)
     train, valid, calibration = train_valid(raw)
-    test, excluded = test_rows(raw)
+    test, excluded = held_out_rows(raw)
     share, rejected = priced_share(test)
 
     started = time.monotonic()
@@ -165,7 +165,7 @@ def main() -> int:
         "valid_rows": len(valid),
         "calibration_rows": len(calibration),
         "train_rows_removed_by_cleaning": cleaning_removed(raw),
-        "test_rows": len(test),
+        "held_out_rows": len(test),
         "test_rows_excluded": excluded,
         "cpus": args.cpus,
     }

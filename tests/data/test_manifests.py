@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,13 @@ def test_rayjob_entrypoint_runs_through_ray_job_submit(dashboard_url, mlflow_ser
         f"--runtime-env-json={json.dumps(runtime_env)}",
         "--", *shlex.split(entrypoint),
     ]  # fmt: skip
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=840, env={**os.environ, "RAY_AUTH_MODE": "token"}
-    )
+    for _ in range(20):  # right after heavy Serve tests Ray's job agent may not take submissions yet
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=840, env={**os.environ, "RAY_AUTH_MODE": "token"}
+        )
+        if "No available agent to submit job" not in result.stderr:  # Ray's own advice: try again later
+            break
+        time.sleep(3)
     output = f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     jobs = {job.submission_id: job.status for job in JobSubmissionClient(dashboard_url).list_jobs()}
     assert jobs.get(submission_id) == JobStatus.SUCCEEDED, output

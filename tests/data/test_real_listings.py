@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from benchmarks.real_data import test_rows, train_valid
+from benchmarks.real_data import held_out_rows, train_valid
 from ray_jobs.fit import refit, xgb_params
 from ray_jobs.live_quality import live_quality
 from ray_jobs.outcomes import record_outcomes, relative_errors
@@ -55,7 +55,7 @@ def bagged_model(real):
 @pytest.mark.integration
 @pytest.mark.timeout(600)
 def test_the_api_prices_99_percent_of_held_out_real_listings_as_they_appear(real, serve_app_url):
-    test, _ = test_rows(real)
+    test, _ = held_out_rows(real)
     priced = errors = 0
     for start in range(0, len(test), BATCH):
         answer = httpx.post(
@@ -76,7 +76,7 @@ def test_field_groups_add_up_exactly_on_2000_real_rows_with_a_bag(real, bagged_m
 
 
 def test_the_price_range_covers_about_its_nominal_share_of_held_out_real_rows(real, bagged_model):
-    test, _ = test_rows(real)
+    test, _ = held_out_rows(real)
     held_out = test.head(5_000)
     priced = bagged_model.price_range(held_out.drop(columns="price"), coverage=0.8)
     price = held_out["price"].to_numpy()

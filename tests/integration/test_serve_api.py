@@ -46,8 +46,10 @@ def test_predict_returns_the_contract_fields(api, champion):
     response = api.post("/predict", json=LISTING)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"price", "model_version", "model_alias", "request_id", "warnings"}
+    assert set(body) == {"price", "price_low", "price_high", "coverage", "model_version", "model_alias", "request_id",
+                         "warnings"}  # fmt: skip
     assert body["price"] > 0 and math.isfinite(body["price"])
+    assert body["price_low"] < body["price"] < body["price_high"] and body["coverage"] == 0.8
     assert body["model_alias"] == "champion"
     assert body["model_version"] == served_version(api)
     assert body["request_id"]
@@ -71,9 +73,20 @@ def test_impossible_values_are_rejected_with_the_field_named(api, field, value):
 
 
 def test_missing_required_field_is_named(api):
-    listing = {k: v for k, v in LISTING.items() if k != "house_size"}
+    listing = {k: v for k, v in LISTING.items() if k != "state"}
     detail = assert_json_error(api.post("/predict", json=listing), 422)
-    assert detail[0]["loc"][-1] == "house_size" and detail[0]["type"] == "missing"
+    assert detail[0]["loc"][-1] == "state" and detail[0]["type"] == "missing"
+
+
+def test_a_listing_without_sizes_is_priced_with_a_wider_range_and_says_why(api):
+    full = api.post("/predict", json=LISTING).json()
+    bare = api.post("/predict", json={k: v for k, v in LISTING.items() if k not in ("house_size", "bed")}).json()
+    assert bare["price"] > 0
+    assert [w for w in bare["warnings"] if "missing" in w] == [
+        "bed missing: the model prices without it; expect a wider error",
+        "house_size missing: the model prices without it; expect a wider error",
+    ]
+    assert bare["price_high"] / bare["price_low"] > full["price_high"] / full["price_low"]
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
@@ -95,16 +108,24 @@ def test_oversized_body_is_refused_with_413(api):
 
 
 def test_batch_prices_good_rows_and_reports_bad_ones_by_index(api):
-    listings = [LISTING, {**LISTING, "bed": -2}, {**LISTING, "house_size": 2500}, {"state": "Ohio"}, LISTING]
+    listings = [
+        LISTING,
+        {**LISTING, "bed": -2},
+        {**LISTING, "house_size": 2500},
+        {"bed": 3},
+        LISTING,
+        {"state": "Ohio"},
+    ]
     response = api.post("/predict/batch", json={"listings": listings})
     assert response.status_code == 200, response.text
     body = response.json()
     prices = body["prices"]
-    assert len(prices) == 5
+    assert len(prices) == 6
     assert prices[1] is None and prices[3] is None
-    assert all(p > 0 for p in (prices[0], prices[2], prices[4]))
+    assert all(p > 0 for p in (prices[0], prices[2], prices[4], prices[5]))  # a bare listing is priced too
     assert prices[0] == pytest.approx(prices[4])
     assert [e["index"] for e in body["errors"]] == [1, 3]
+    assert body["price_low"][1] is None and body["price_low"][0] < prices[0] < body["price_high"][0]
     assert body["errors"][0]["detail"][0]["loc"] == ["bed"]
     single = api.post("/predict", json=LISTING).json()["price"]
     assert prices[0] == pytest.approx(single, rel=1e-9)

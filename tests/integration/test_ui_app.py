@@ -44,13 +44,20 @@ def test_price_page_prices_and_explains_the_home(ui, serve_app_url):
     assert any("Model version" in c.value for c in at.caption)
 
     assert [h.value for h in at.header] == ["Why this price"]
-    (waterfall, steps), (_, dollars) = charts(at)
+    (waterfall, steps), (_, dollars), (_, feature_steps) = charts(at)
     assert waterfall["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
     assert steps["step"].iloc[0] == "Average home (base value)" and steps["text"].iloc[-1] == money(expected)
     explanation = api(serve_app_url, "/explain", listing)
     assert steps["end"].iloc[0] == pytest.approx(math.exp(explanation["base_value"]))
-    assert len(at.dataframe[0].value) == len(explanation["contributions"])
+    biggest = max(explanation["groups"], key=lambda g: abs(g["shap"]))
+    assert steps["step"].iloc[1].startswith(biggest["label"])  # the listing's own fields by default
+    assert feature_steps["end"].iloc[-1] == steps["end"].iloc[-1]  # the engineered features reach the same price
+    comparables, contributions = at.dataframe[0].value, at.dataframe[1].value
+    assert len(comparables) == len(explanation["comparables"]) > 0
+    assert len(contributions) == len(explanation["contributions"])
     assert dollars["dollars"].sum() == pytest.approx(expected - explanation["base_price"], rel=1e-4)
+    range_shown = next(m for m in at.metric if m.label == "Predicted price").delta
+    assert range_shown == f"{money(explanation['price_low'])} – {money(explanation['price_high'])}"
 
 
 def test_price_page_reports_what_the_api_rejects(ui):
@@ -116,11 +123,13 @@ def test_batch_page_prices_good_rows_and_names_bad_ones(ui, serve_app_url):
     at.file_uploader[0].set_value(("listings.csv", GOOD_AND_BAD, "text/csv"))
     at.run()
     no_exception(at)
-    assert metrics(at)["Rows"] == "4" and metrics(at)["Priced"] == "2" and metrics(at)["Rejected"] == "2"
+    assert metrics(at)["Rows"] == "4" and metrics(at)["Priced"] == "3" and metrics(at)["Rejected"] == "1"
     rejected = at.dataframe[0].value
-    assert rejected["note"].tolist() == ["negative beds", "no lot size"]
-    assert "bed:" in rejected["error"].iloc[0] and "acre_lot: Field required" in rejected["error"].iloc[1]
+    assert rejected["note"].tolist() == ["negative beds"]
+    assert "bed:" in rejected["error"].iloc[0]
     priced = at.dataframe[1].value
+    assert "acre_lot missing" in priced[priced["note"] == "no lot size"]["warnings"].iloc[0]  # priced as it comes
+    assert {"price_low", "price_high"} <= set(priced.columns)
     good = [
         {
             "bed": 3.0,
@@ -133,6 +142,7 @@ def test_batch_page_prices_good_rows_and_names_bad_ones(ui, serve_app_url):
         },
         {"bed": 4.0, "bath": 3.0, "acre_lot": 0.5, "house_size": 2600.0, "state": "Texas", "city": "Austin"},
     ]
+    good.append({"bed": 2.0, "bath": 1.0, "house_size": 900.0, "state": "Ohio"})
     expected = api(serve_app_url, "/predict/batch", {"listings": good})["prices"]
     assert priced["predicted_price"].tolist() == [money(round(p)) for p in expected]
     assert any(d.label == "Download priced CSV" for d in at.get("download_button"))
