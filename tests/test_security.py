@@ -148,15 +148,15 @@ def _flag(argv: list[str], flag: str) -> str:
 
 
 def test_local_stack_services_bind_loopback_by_default(default_settings):
-    from rayestate.stack import services, ui_service
-
     from rayestate.cli import build_parser
+    from rayestate.services import services, ui_service
 
     assert default_settings.bind_host == LOOPBACK
     by_name = {s.name: s for s in [*services(default_settings), ui_service(default_settings)]}
     assert _flag(by_name["ray"].argv, "--dashboard-host") == LOOPBACK  # dashboard and Job API
     assert _flag(by_name["mlflow"].argv, "--host") == LOOPBACK
     assert _flag(by_name["data-api"].argv, "--host") == LOOPBACK
+    assert f"--web.listen-address={LOOPBACK}:9090" in by_name["prometheus"].argv
     assert _flag(by_name["ui"].argv, "--server.address") == LOOPBACK
     for service in by_name.values():
         assert service.url.startswith(f"http://{LOOPBACK}:"), service
@@ -166,7 +166,7 @@ def test_local_stack_services_bind_loopback_by_default(default_settings):
 
 
 def test_ray_processes_get_token_auth_even_if_the_caller_disabled_it(default_settings, monkeypatch):
-    from rayestate.stack import ray_env
+    from rayestate.localstack import ray_env
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert ray_env(default_settings)["RAY_AUTH_MODE"] == "token"
