@@ -37,17 +37,25 @@ LISTING = {"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "T
 
 
 @pytest.fixture(scope="module")
-def prometheus(ray_cluster, tmp_path_factory):
+def prometheus(request, tmp_path_factory):
     """Prometheus scraping the session cluster through the SD file in that cluster's own session dir.
 
     (``make up`` points at ``<temp dir>/session_latest/``; the test cluster's temp dir may hold other
     engineers' sessions too, so the test names its session dir.)
     """
-    if not shutil.which("prometheus"):
+    if not shutil.which("prometheus"):  # before the cluster starts: a skip costs nothing
         missing("prometheus", "Debian's prometheus is not installed (`make test` installs it as root)")
+    ray_cluster = request.getfixturevalue("ray_cluster")
     sd_file = Path(ray_cluster.address_info["session_dir"]) / RAY_SD_FILE
     with PrometheusServer(tmp_path_factory.mktemp("prometheus"), sd_file, scrape_interval_s=SCRAPE_S) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(prometheus, request):
+    """The session cluster, asked for after ``prometheus`` (pytest sets session fixtures up first, so a
+    test naming ``ray_cluster`` would start it even when Prometheus is missing and the test skips)."""
+    return request.getfixturevalue("ray_cluster")
 
 
 def value(prometheus: PrometheusServer, promql: str) -> float:
@@ -118,9 +126,9 @@ def test_make_up_runs_prometheus_on_loopback_scraping_rays_sd_file(tmp_path):
 # --- a real Prometheus and the session cluster ------------------------------------------------------
 
 
-def test_prometheus_finds_the_cluster_through_rays_service_discovery_file(prometheus, ray_cluster):
-    sd_file = Path(ray_cluster.address_info["session_dir"]) / RAY_SD_FILE
-    port = ray_cluster.address_info["metrics_export_port"]
+def test_prometheus_finds_the_cluster_through_rays_service_discovery_file(prometheus, cluster):
+    sd_file = Path(cluster.address_info["session_dir"]) / RAY_SD_FILE
+    port = cluster.address_info["metrics_export_port"]
     deadline, listed = time.monotonic() + 60, []
     while time.monotonic() < deadline:  # the dashboard rewrites it every 5 s
         listed = json.loads(sd_file.read_text())[0]["targets"] if sd_file.exists() else []
@@ -140,7 +148,8 @@ def targets(prometheus: PrometheusServer) -> list[dict]:
     return httpx.get(f"{prometheus.uri}/api/v1/targets", timeout=30).json()["data"]["activeTargets"]
 
 
-def test_serving_traffic_reads_back_exactly(prometheus, serve_app_url):
+def test_serving_traffic_reads_back_exactly(prometheus, request):
+    serve_app_url = request.getfixturevalue("serve_app_url")  # after prometheus (see cluster)
     with httpx.Client(base_url=serve_app_url, timeout=60) as api:
         answer = api.post("/predict", json=LISTING)  # the version label of what is served
         assert answer.status_code == 200, answer.text
@@ -176,7 +185,7 @@ def test_serving_traffic_reads_back_exactly(prometheus, serve_app_url):
     print(f"p95 /predict latency: {p95:.1f} ms")
 
 
-def test_pipeline_figures_and_live_quality_read_back_exactly(prometheus, ray_cluster):
+def test_pipeline_figures_and_live_quality_read_back_exactly(prometheus, cluster):
     from ray_jobs.pipeline_metrics import record_pipeline_metrics
 
     tag = f"prom-test-{uuid.uuid4().hex[:8]}"  # a source and a model version no other test uses
