@@ -25,8 +25,10 @@ $(DEV_STAMP): pyproject.toml $(STAMP)
 install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
-## Start the whole local stack (Ray head, MLflow, data API, pipeline run, Serve, UI) and print its URLs.
+## Start the whole local stack (Ray head, Prometheus, MLflow, data API, pipeline run, Serve, UI) and print its URLs.
+## Installs Debian's prometheus first where it is missing (as root; otherwise fails naming it).
 up: $(STAMP)
+	@bash scripts/system-deps.sh up
 	$(BIN)/rayestate up
 
 ## Stop exactly what `make up` started.
@@ -36,7 +38,7 @@ down:
 status: $(STAMP)
 	$(BIN)/rayestate status
 
-## Debian packages the browser and benchmark tests use (needs root; skipped otherwise).
+## Debian packages the stack (prometheus), the browser test and the benchmarks use (needs root; skipped otherwise).
 system-deps:
 	@bash scripts/system-deps.sh
 

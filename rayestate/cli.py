@@ -30,6 +30,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    localstack.prometheus_binary()  # before anything starts: say which package is missing
     localstack.ensure_ray_token()
     env = localstack.ray_env(settings)
     record = services.load_record(settings)
@@ -83,6 +84,7 @@ def _print_urls(settings: Settings) -> None:
     print(
         "\nRay Estate is up:\n"
         f"  Ray dashboard    {settings.ray_dashboard_url}   (token: ~/.ray/auth_token)\n"
+        f"  Prometheus       http://{settings.bind_host}:{settings.prometheus_port}   (Ray's metrics: ray_rayestate_*)\n"
         f"  MLflow           {settings.mlflow_tracking_uri}\n"
         f"  Data API         {settings.data_api_url}/docs\n"
         f"  Predict API      {settings.api_url}/docs\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Self
 
 import httpx
 import yaml
@@ -85,15 +87,27 @@ def kill_group(pid: int, timeout: float = 30.0) -> bool:
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Stop a process and, if it leads its own session (:func:`start_process`), everything it started."""
-    if process.poll() is None and not kill_group(process.pid, timeout):
-        process.terminate()  # not a process-group leader: stop just the process
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    with suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
+    """Stop a process and, if it leads its own session (:func:`start_process`), everything it started.
+
+    It is waited for (reaped) here: an exited child that nobody waits for still counts as a member of
+    its group, so polling the group alone would always wait the whole timeout.
+    """
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        leader = True
+    except ProcessLookupError:  # not a process-group leader: stop just the process
+        leader = False
+        process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+    if leader:
+        kill_group(process.pid, timeout=5)  # what it started and left behind (returns at once if nothing)
 
 
 @contextmanager
@@ -107,19 +121,53 @@ def running(argv: list[str], health_url: str, log_path: Path, *, env: dict | Non
         stop_process(process)
 
 
-# --- MLflow ---------------------------------------------------------------------------------------
+# --- MLflow and Prometheus -------------------------------------------------------------------------
 
 
-class MlflowServer:
-    """A real MLflow tracking server: SQLite backend and served artefacts under ``root``, one port.
+class LocalServer:
+    """A server process on one loopback port, its files under ``root``: ``start()`` waits for
+    ``health_path``; ``stop()`` and ``start()`` again keep the port and the data."""
 
-    ``stop()`` and ``start()`` again keep the port and the database (tests use that for outages).
-    """
+    health_path = "/"
 
     def __init__(self, root: Path, *, host: str = LOOPBACK, port: int | None = None):
         self.root, self.host, self.port = Path(root), host, port or free_port()
         self.uri = f"http://{host}:{self.port}"
         self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Write what the server needs before it starts (config files)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def start(self, timeout: float = 300.0) -> str:
+        """Start it and wait for its health path (a busy 2-core machine can take a minute); returns its URI."""
+        self.prepare()
+        self.process = start_process(self.command(), self.root / "server.log")
+        wait_http(f"{self.uri}{self.health_path}", timeout=timeout, process=self.process)
+        return self.uri
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class MlflowServer(LocalServer):
+    """A real MLflow tracking server: SQLite backend and served artefacts under ``root``, one port.
+
+    ``stop()`` and ``start()`` again keep the port and the database (tests use that for outages).
+    """
+
+    health_path = "/health"
 
     def command(self) -> list[str]:
         return [
@@ -129,23 +177,100 @@ class MlflowServer:
             "--host", self.host, "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 300.0) -> str:
-        """Start it and wait for /health (a busy 2-core machine can take a minute); returns its URI."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.process = start_process(self.command(), self.root / "server.log")
-        wait_http(f"{self.uri}/health", timeout=timeout, process=self.process)
-        return self.uri
 
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
+#: The Prometheus file-based service-discovery file Ray writes (and rewrites every 5 s) in its session
+#: dir: its dashboard process lists every live node's metrics port, the autoscaler's and its own.
+RAY_SD_FILE = "prom_metrics_service_discovery.json"
 
-    def __enter__(self) -> MlflowServer:
-        self.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def ray_sd_file(temp_dir: Path) -> Path:
+    """Ray's service-discovery file for the cluster running from ``temp_dir`` (`ray start --temp-dir`).
+
+    Each start makes a new ``session_<time>_<pid>`` dir under ``temp_dir`` and points the
+    ``session_latest`` symlink at it, so this path follows restarts without a new Prometheus config.
+    """
+    return Path(temp_dir) / "session_latest" / RAY_SD_FILE
+
+
+def prometheus_binary() -> str:
+    """The Prometheus server binary (Debian's ``prometheus`` package); fails naming how to install it."""
+    path = shutil.which("prometheus")
+    if not path:
+        raise RuntimeError(
+            "the `prometheus` binary is missing: install Debian's package "
+            "(`sudo bash scripts/system-deps.sh`, or `sudo apt-get install prometheus`)"
+        )
+    return path
+
+
+def prometheus_config(sd_files: list[Path], *, self_target: str, scrape_interval_s: float = 5.0) -> dict:
+    """A prometheus.yml scraping Ray (its service-discovery files, re-read as often as it scrapes)
+    and Prometheus itself.
+
+    Ray on Linux lists its metrics ports at the node's routable address even for a node started
+    with 127.0.0.1 (it resolves loopback to that address), and then listens on every interface:
+    on one box the same ports answer on loopback, so that is where they are scraped.
+    """
+    interval = f"{scrape_interval_s:g}s"
+    loopback = {"source_labels": ["__address__"], "regex": r".*:(\d+)", "target_label": "__address__",
+                "replacement": f"{LOOPBACK}:${{1}}"}  # fmt: skip
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {
+                "job_name": "ray",
+                "file_sd_configs": [{"files": [str(f) for f in sd_files], "refresh_interval": interval}],
+                "relabel_configs": [loopback],
+            },
+            {"job_name": "prometheus", "static_configs": [{"targets": [self_target]}]},
+        ],
+    }
+
+
+class PrometheusServer(LocalServer):
+    """A real Prometheus (Debian's binary) scraping a Ray cluster through Ray's service-discovery
+    file: config and time-series data under ``root``, listening on one loopback port."""
+
+    health_path = "/-/ready"
+
+    def __init__(self, root: Path, sd_file: Path, *, scrape_interval_s: float = 5.0, **kwargs):
+        super().__init__(root, **kwargs)
+        self.sd_file, self.scrape_interval_s = Path(sd_file), scrape_interval_s
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "prometheus.yml"
+
+    def prepare(self) -> None:
+        prometheus_binary()  # fail here, naming the package, rather than with a bare "not found"
+        super().prepare()
+        config = prometheus_config(
+            [self.sd_file], self_target=f"{self.host}:{self.port}", scrape_interval_s=self.scrape_interval_s
+        )
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def command(self) -> list[str]:
+        return [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.root / 'data'}",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--storage.tsdb.retention.time=15d",
+        ]
+
+    def query(self, promql: str) -> list[dict]:
+        """An instant query through the HTTP API (``/api/v1/query``); returns ``data.result``."""
+        return query_prometheus(self.uri, promql)
+
+
+def query_prometheus(url: str, promql: str) -> list[dict]:
+    """Run an instant PromQL query against the Prometheus at ``url``; returns the result vector."""
+    response = httpx.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=30)
+    response.raise_for_status()
+    body = response.json()
+    if body.get("status") != "success":
+        raise RuntimeError(f"Prometheus query {promql!r} failed: {body}")
+    return body["data"]["result"]
 
 
 # --- Ray ------------------------------------------------------------------------------------------
@@ -171,15 +296,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def ray_env(settings: Settings) -> dict[str, str]:
-    """Environment for Ray processes: token auth on, plus every RAYESTATE_* setting.
+    """Environment for Ray processes: token auth on, the local Prometheus, every RAYESTATE_* setting.
 
     This interpreter's bin dir goes first on PATH: a Ray Job's entrypoint (`python -m
     ray_jobs.pipeline`) runs in a shell under the head, and must find this venv's python, not
     whatever `python` the user's shell had first (the venv is seldom activated for `make up`).
+    The dashboard reads RAY_PROMETHEUS_HOST (its metrics views and Prometheus health check).
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     env["RAY_AUTH_MODE"] = "token"
+    env["RAY_PROMETHEUS_HOST"] = f"http://{settings.bind_host}:{settings.prometheus_port}"
     env.update(settings_env(settings))
     return env
 

@@ -1,4 +1,4 @@
-"""The local stack behind `make up` / `make down`: Ray head, MLflow, data API, Serve, UI.
+"""The local stack behind `make up` / `make down`: Ray head, Prometheus, MLflow, data API, Serve, UI.
 
 Each service is a background process started with the local-stack toolkit
 (:mod:`rayestate.localstack`), health-checked and recorded in ``<state_dir>/stack.json``; `up`
@@ -38,6 +38,7 @@ class Service:
     argv: list[str]
     ready_timeout: float = 120.0
     headers: Callable[[], dict] | None = None
+    prepare: Callable[[], None] | None = None  # run before a start (e.g. write a config file)
 
     def healthy(self) -> bool:
         try:
@@ -47,20 +48,37 @@ class Service:
             return False
 
 
+def ray_temp_dir() -> Path:
+    """The local head's temp dir (sessions, logs, Ray's Prometheus service-discovery file)."""
+    return Path("/tmp") / f"ray-{os.getuid()}"
+
+
+def prometheus_server(settings: Settings) -> localstack.PrometheusServer:
+    """Prometheus on bind_host:prometheus_port, data under <state_dir>/prometheus, scraping the local head."""
+    return localstack.PrometheusServer(
+        settings.state_dir / "prometheus", localstack.ray_sd_file(ray_temp_dir()),
+        host=settings.bind_host, port=settings.prometheus_port,
+    )  # fmt: skip
+
+
 def services(settings: Settings) -> list[Service]:
-    """Ray head, MLflow and the data API, in start order."""
+    """Ray head, Prometheus, MLflow and the data API, in start order."""
     host = settings.bind_host
     bearer = lambda: {"Authorization": f"Bearer {localstack.ensure_ray_token()}"}  # noqa: E731
     mlflow = localstack.MlflowServer(settings.state_dir / "mlflow", host=host, port=settings.mlflow_port)
+    prometheus = prometheus_server(settings)
     return [
         Service(
             "ray",
             f"http://{host}:{DASHBOARD_PORT}",
             f"http://{host}:{DASHBOARD_PORT}/api/version",
-            localstack.ray_head_command(
-                host=host, port=RAY_PORT, dashboard_port=DASHBOARD_PORT, temp_dir=Path("/tmp") / f"ray-{os.getuid()}"
-            ),
+            localstack.ray_head_command(host=host, port=RAY_PORT, dashboard_port=DASHBOARD_PORT, temp_dir=ray_temp_dir()),
             headers=bearer,
+        ),
+        # After Ray, whose dashboard writes the service-discovery file Prometheus reads.
+        Service(
+            "prometheus", prometheus.uri, f"{prometheus.uri}{prometheus.health_path}", prometheus.command(),
+            prepare=prometheus.prepare,
         ),
         Service("mlflow", mlflow.uri, f"{mlflow.uri}/health", mlflow.command()),
         Service(
@@ -115,6 +133,8 @@ def start_service(settings: Settings, service: Service, env: dict[str, str]) -> 
         return None
     log_path = settings.state_dir / "logs" / f"{service.name}.log"
     say(f"{service.name}: starting (log: {log_path})")
+    if service.prepare:
+        service.prepare()
     process = localstack.start_process(service.argv, log_path, env=env)
     deadline = time.monotonic() + service.ready_timeout
     while not service.healthy():

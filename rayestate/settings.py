@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     ui_port: int = Field(8501, ge=1, le=65535)
     mlflow_port: int = Field(5000, ge=1, le=65535)
     data_api_port: int = Field(8081, ge=1, le=65535)
+    prometheus_port: int = Field(
+        9090, ge=1, le=65535, description="Port of the Prometheus `make up` starts (on bind_host), scraping Ray."
+    )
 
     @field_validator("interval_coverage")
     @classmethod

@@ -1,7 +1,7 @@
 """Smoke test of the local stack lifecycle behind `make up` / `make down`.
 
-Starts the real Ray head, MLflow server and data API on their default loopback ports (the
-pipeline and Serve steps are covered by their own tests), checks that a second `up`
+Starts the real Ray head, Prometheus, MLflow server and data API on their default loopback ports
+(the pipeline and Serve steps are covered by their own tests), checks that a second `up`
 reuses them, and that `down` stops exactly what `up` started. Default ports already in use (a
 `make up` stack running) are the missing part ``ports``: a skip locally, a failure where
 RAYESTATE_REQUIRE names it (CI, which starts from a clean machine).
@@ -13,18 +13,20 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from rayestate.localstack import query_prometheus
 from rayestate.services import DASHBOARD_PORT, RAY_PORT
 from tests.support.parts import missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 BIN = Path(sys.executable).parent
 RAYESTATE = str(BIN / "rayestate")
-PORTS = {"ray": DASHBOARD_PORT, "mlflow": 5000, "data-api": 8081}
+PORTS = {"ray": DASHBOARD_PORT, "prometheus": 9090, "mlflow": 5000, "data-api": 8081}
 
 
 def _port_open(port: int) -> bool:
@@ -64,9 +66,17 @@ def test_up_is_idempotent_and_down_stops_what_up_started(stack_state):
     for name, port in PORTS.items():
         assert _port_open(port), f"{name} is not listening on 127.0.0.1:{port}"
     # Every URL is printed, and the job API refuses callers without the token.
-    for url in ("http://127.0.0.1:8265", "http://127.0.0.1:5000", "http://127.0.0.1:8081"):
+    for url in ("http://127.0.0.1:8265", "http://127.0.0.1:9090", "http://127.0.0.1:5000", "http://127.0.0.1:8081"):
         assert url in first.stdout
     assert httpx.get("http://127.0.0.1:8265/api/jobs/", timeout=5).status_code == 401
+    # The dashboard was pointed at the stack's Prometheus, which scrapes the head through Ray's SD file.
+    token = {"Authorization": f"Bearer {(Path.home() / '.ray' / 'auth_token').read_text().strip()}"}
+    health = httpx.get("http://127.0.0.1:8265/api/prometheus_health", headers=token, timeout=10).json()
+    assert health["result"], health
+    deadline = time.monotonic() + 90
+    while not query_prometheus("http://127.0.0.1:9090", 'up{job="ray"} == 1') and time.monotonic() < deadline:
+        time.sleep(2)
+    assert query_prometheus("http://127.0.0.1:9090", 'up{job="ray"} == 1'), "Prometheus scrapes no Ray target"
     assert (Path.home() / ".ray" / "auth_token").stat().st_mode & 0o077 == 0
     # A job's `python` is this venv's, whatever the caller's PATH had first (the pipeline's entrypoint).
     job = subprocess.run(

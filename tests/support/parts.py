@@ -1,7 +1,7 @@
 """Parts a test needs from outside the repository, and what happens when one is missing.
 
-Locally a missing part (the real data under ../shared, Debian's chromium, the vendored CRD
-schemas, free default ports) skips the tests that need it, with the reason. CI names the parts
+Locally a missing part (the real data under ../shared, Debian's chromium or prometheus, the
+vendored CRD schemas, free default ports) skips the tests that need it, with the reason. CI names the parts
 it has in ``RAYESTATE_REQUIRE`` (comma-separated, e.g. ``data,browser,schemas,ports``; ``all``
 for every one): for those, "missing" is a failure, so CI cannot pass by skipping.
 """
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-PARTS = ("data", "browser", "schemas", "ports")
+PARTS = ("data", "browser", "schemas", "ports", "prometheus")
 
 
 def required() -> set[str]:

@@ -157,6 +157,7 @@ def test_local_stack_services_bind_loopback_by_default(default_settings):
     assert _flag(by_name["ray"].argv, "--dashboard-host") == LOOPBACK  # dashboard and Job API
     assert _flag(by_name["mlflow"].argv, "--host") == LOOPBACK
     assert _flag(by_name["data-api"].argv, "--host") == LOOPBACK
+    assert f"--web.listen-address={LOOPBACK}:9090" in by_name["prometheus"].argv
     assert _flag(by_name["ui"].argv, "--server.address") == LOOPBACK
     for service in by_name.values():
         assert service.url.startswith(f"http://{LOOPBACK}:"), service
