@@ -230,8 +230,12 @@ class Api:
             api_metrics().reject("/predict/batch", "too_many_listings")
             raise HTTPException(413, f"{count} listings exceed the maximum of {limit} per request")
 
-    def _log_batch(self, columns: dict[str, list], answer: dict, version: str, started: float) -> None:
-        """Runs after the response is sent, so the caller never waits for the log."""
+    async def _log_batch(self, columns: dict[str, list], answer: dict, version: str, started: float) -> None:
+        """Runs after the response is sent, so the caller never waits for the log.
+
+        A coroutine on purpose: Starlette runs plain background functions in a worker thread,
+        where there is no event loop for the log's flush task to start on.
+        """
         if self._inference_log is not None:
             self._log(raw_rows(columns), answer, version, "/predict/batch", started)
 

@@ -108,7 +108,11 @@ def test_sold_prices_are_joined_to_what_was_served_for_every_real_pair(real, ser
         if set(served) <= keys:
             break
         time.sleep(0.5)
-    assert set(served) <= keys, "the inference log never held the served listings"
+    log_status = httpx.get(f"{serve_app_url}/ready", timeout=30).json()["inference_log"]
+    assert set(served) <= keys, (
+        f"the inference log never held the served listings: {len(set(served) - keys)} of {len(served)} missing "
+        f"(e.g. {sorted(set(served) - keys)[:2]}, logged e.g. {sorted(keys)[:2]}); log status {log_status}"
+    )
 
     record = store.CleanRecord(batch_id="file-real-sold.g0.file.b000001", source="file-real-sold", group_number=0,
                                day="file", batch_number=1, rows=len(sold), sha256="-",

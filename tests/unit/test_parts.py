@@ -33,7 +33,7 @@ def test_a_missing_part_fails_where_it_is_required(require):
 
 def test_all_requires_every_part(require):
     require("all")
-    assert parts.required() == set(parts.PARTS) == {"data", "browser", "schemas", "ports"}
+    assert parts.required() == set(parts.PARTS) == {"data", "browser", "schemas", "ports", "prometheus"}
     for part in parts.PARTS:
         with pytest.raises(pytest.fail.Exception):
             parts.missing(part, "absent")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
@@ -18,9 +19,12 @@ from pydantic import ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
+from rayestate.inference_log import InferenceLogWriter, read_inference_log
 from rayestate.localstack import adapt_serve_config, load_serve_config
 from rayestate.model_io import LoadedModel
 from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, Listing
+from rayestate.settings import Settings
+from serve_app.app import Api
 from serve_app.contract import (
     BatchRequest,
     batch_rows,
@@ -425,3 +429,34 @@ def test_a_call_whose_replica_died_is_sent_again_and_gives_up_with_a_503():
         asyncio.run(_answer(flaky(99, attempts), "explainer"))
     assert lost.value.status_code == 503 and "explainer" in lost.value.detail
     assert len(attempts) == REPLICA_LOST_ATTEMPTS
+
+
+def test_a_batch_logged_after_its_response_reaches_the_store(tmp_path):
+    """/predict/batch logs in a background task: that must run where the log's flush loop can start.
+
+    Starlette runs a plain background function in a worker thread, with no event loop: a batch-only
+    replica then buffered its rows for ever. The Api's own ``_log_batch`` runs here under Starlette.
+    """
+    api_class = Api.func_or_class
+    state = Settings(state_dir=tmp_path)
+    api = SimpleNamespace(_inference_log=InferenceLogWriter(state, flush_s=0.1))
+    api._log = lambda *args: api_class._log(api, *args)
+    listings = [Listing.model_validate(LISTING), Listing.model_validate({**LISTING, "bed": 4})]
+    columns = validated_columns(listings)
+    app = FastAPI()
+
+    @app.post("/batch")
+    async def batch(background: BackgroundTasks) -> dict:
+        answer = {"prices": [300_000.0, 350_000.0], "price_low": [1.0, 2.0], "price_high": [3.0, 4.0]}
+        background.add_task(api_class._log_batch, api, columns, answer, "3", 0.0)
+        return {}
+
+    with TestClient(app) as client:
+        assert client.post("/batch").status_code == 200
+        for _ in range(100):
+            client.get("/docs")  # keeps the app's event loop turning
+            if api._inference_log.rows_written == 2:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+    frame = read_inference_log(state)
+    assert frame["price"].tolist() == [300_000.0, 350_000.0] and set(frame["endpoint"]) == {"/predict/batch"}
