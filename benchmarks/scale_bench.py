@@ -312,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         parity = {"rows": args.parity}
         for name, env in forced.items():
-            run = run_size(args.parity, data, workdir / f"parity-{name}", args, env_extra=env)
+            done = results.get(str(args.parity))
+            if done is not None and done.get("data_parallel") == (name == "data_parallel"):
+                run = done  # that size already ran this way
+            else:
+                run = run_size(args.parity, data, workdir / f"parity-{name}", args, env_extra=env)
             parity[name] = {k: run.get(k) for k in ("mdape", "r2_log", "seconds", "peak_rss_gib", "data_parallel")}
         parity["mdape_difference"] = round(parity["data_parallel"]["mdape"] - parity["one_process"]["mdape"], 4)
     seconds = {int(k): v["seconds"] for k, v in results.items()}

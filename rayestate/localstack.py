@@ -10,10 +10,12 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -197,12 +199,17 @@ def ray_head_command(*, host: str, port: int, dashboard_port: int, temp_dir: Pat
     ]  # fmt: skip
 
 
-def ray_worker_command(*, head: str, num_cpus: int, object_store_bytes: int) -> list[str]:
-    """`ray start --address` in the foreground: a second node joining the head (same machine or not)."""
+def ray_worker_command(*, head: str, num_cpus: int, object_store_bytes: int, temp_dir: Path) -> list[str]:
+    """`ray start --address` in the foreground: a node joining the head (same machine or not).
+
+    A node on the head's machine gets its own ``temp_dir``, as it would have on a machine of its own:
+    in a shared one its runtime-env agent deletes the job's working directory, which it does not know.
+    """
     return [
         str(BIN / "ray"), "start", "--address", head, "--block", "--disable-usage-stats",
         "--node-ip-address", LOOPBACK, "--num-cpus", str(num_cpus), "--object-store-memory", str(object_store_bytes),
         "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()),
+        "--temp-dir", str(temp_dir),
     ]  # fmt: skip
 
 
@@ -225,6 +232,7 @@ class LocalCluster:
         self.address = f"{LOOPBACK}:{self.port}"
         self.dashboard_url = f"http://{LOOPBACK}:{self.dashboard_port}"
         self.processes: list[subprocess.Popen] = []
+        self.temp_dirs: list[Path] = []  # one per node, short: Ray's socket paths must fit AF_UNIX's 107 bytes
 
     @property
     def nodes(self) -> int:
@@ -235,18 +243,23 @@ class LocalCluster:
         env = {**(self.env or os.environ), "RAY_AUTH_MODE": "token"}
         env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])  # jobs' `python` is this venv's
         ensure_ray_token()
+        self.temp_dirs = [Path(tempfile.mkdtemp(prefix="rayestate-node-")) for _ in range(self.nodes)]
         head = ray_head_command(
-            host=LOOPBACK, port=self.port, dashboard_port=self.dashboard_port, temp_dir=self.root / "ray"
+            host=LOOPBACK, port=self.port, dashboard_port=self.dashboard_port, temp_dir=self.temp_dirs[0]
         )
         head += ["--node-ip-address", LOOPBACK, "--num-cpus", str(self.head_cpus),
                  "--object-store-memory", str(self.object_store_bytes), "--metrics-export-port", str(free_port())]  # fmt: skip
         try:
             self.processes.append(start_process(head, self.root / "logs" / "ray-head.log", env=env))
-            wait_http(f"{self.dashboard_url}/api/version", timeout=timeout, process=self.processes[0])
+            wait_http(
+                f"{self.dashboard_url}/api/version", timeout=timeout, process=self.processes[0],
+                headers={"Authorization": f"Bearer {ensure_ray_token()}"},
+            )  # fmt: skip
             for i, cpus in enumerate(self.worker_cpus):
                 command = ray_worker_command(
-                    head=self.address, num_cpus=cpus, object_store_bytes=self.object_store_bytes
-                )
+                    head=self.address, num_cpus=cpus, object_store_bytes=self.object_store_bytes,
+                    temp_dir=self.temp_dirs[i + 1],
+                )  # fmt: skip
                 self.processes.append(start_process(command, self.root / "logs" / f"ray-worker-{i}.log", env=env))
             self.wait_nodes(timeout=timeout)
         except BaseException:
@@ -284,6 +297,9 @@ class LocalCluster:
         for process in reversed(self.processes):
             stop_process(process)
         self.processes.clear()
+        for directory in self.temp_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.temp_dirs = []
 
     def __enter__(self) -> LocalCluster:
         return self.start()

@@ -87,5 +87,6 @@ def test_pipeline_trains_data_parallel_on_two_nodes(two_nodes, data_api_factory,
     )  # fmt: skip
     data_parallel_mdape = evaluate(model, rows.test)["mdape"]
     one_process_mdape = evaluate(one_process, rows.test)["mdape"]
+    print(f"MdAPE on the test split: data-parallel {data_parallel_mdape:.4f}, one process {one_process_mdape:.4f}")
     assert np.isfinite(data_parallel_mdape)
     assert abs(data_parallel_mdape - one_process_mdape) <= MDAPE_TOLERANCE, (data_parallel_mdape, one_process_mdape)
