@@ -41,16 +41,7 @@ import xgboost as xgb
 from ray_jobs.augment import with_masked_copies
 from ray_jobs.split import CALIBRATION_FRACTION, TEST_FRACTION, VALID_FRACTION, draws, row_keys, splits_of
 from rayestate.comparables import ComparablesIndex
-from rayestate.features import (
-    FEATURES,
-    STATS_COLUMNS,
-    FeatureTransform,
-    encoding_stats,
-    frame_matrix,
-    grouping_keys,
-    listing_columns,
-    log_price,
-)
+from rayestate.features import FEATURES, STATS_COLUMNS, FeatureTransform, fit_stats, frame_matrix, log_price
 from rayestate.model import FEATURE_TYPES, PriceModel
 from rayestate.schema import RAW_COLUMNS
 from rayestate.settings import Settings
@@ -116,19 +107,7 @@ def sample(rows, splits: tuple[str, ...], *, total_rows: int, most: int) -> pd.D
 
 def _block_stats(batch: pd.DataFrame) -> pd.DataFrame:
     """Ray Data UDF: the encoding sums of one block's rows, per fold (rayestate.features.encoding_stats)."""
-    columns = listing_columns(batch)
-    y = log_price(batch["price"])
-    targets = {
-        "price": y,
-        "ppsf": y - _positive_log(columns["house_size"]),
-        "ppa": y - _positive_log(columns["acre_lot"]),
-    }
-    return encoding_stats(grouping_keys(columns), targets, batch[FOLD_COLUMN].to_numpy())
-
-
-def _positive_log(values: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.log(np.where(values > 0, values, np.nan))
+    return fit_stats(batch, folds=batch[FOLD_COLUMN].to_numpy())
 
 
 def fit_transform_stats(rows) -> pd.DataFrame:

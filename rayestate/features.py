@@ -430,9 +430,7 @@ class FeatureTransform:
     @classmethod
     def fit(cls, df: pd.DataFrame, target: np.ndarray | None = None) -> FeatureTransform:
         """Learn encodings from training rows (``target`` defaults to log of df.price)."""
-        y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
-        columns = listing_columns(df)
-        return cls.from_stats(encoding_stats(grouping_keys(columns), _targets(columns, y)))
+        return cls.from_stats(fit_stats(df, target))
 
     @classmethod
     def from_stats(cls, stats: pd.DataFrame, *, without_fold: int | None = None) -> FeatureTransform:
@@ -620,6 +618,13 @@ def _add_estimates(features) -> None:
     features["te_city_ppsf_x_size"] = np.asarray(features["te_city_ppsf"], "float64") + log_size
     features["te_zip_ppa_x_lot"] = np.asarray(features["te_zip_ppa"], "float64") + log_lot
     features["te_broker_ppsf_x_size"] = np.asarray(features["te_broker_ppsf"], "float64") + log_size
+
+
+def fit_stats(df: pd.DataFrame, target: np.ndarray | None = None, folds: np.ndarray | None = None) -> pd.DataFrame:
+    """:func:`encoding_stats` of training rows (``target`` defaults to log of df.price)."""
+    y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
+    columns = listing_columns(df)
+    return encoding_stats(grouping_keys(columns), _targets(columns, y), folds)
 
 
 def encoding_stats(
