@@ -16,10 +16,11 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from ray_jobs import register
+from ray_jobs import data_parallel, register, stages
+from ray_jobs.data_parallel import DataParallelFit
 from ray_jobs.decide import compare
 from ray_jobs.evaluate import evaluate
-from ray_jobs.split import split_frame
+from ray_jobs.split import Splits, split_frame
 from ray_jobs.tune import train_model
 from rayestate import model_card, registry, store
 from rayestate.model import PriceModel
@@ -45,6 +46,19 @@ def training_batches(records: dict, settings: Settings) -> list[str]:
     """The batches to train on (oldest first): all, or the last ``training_window_batches``."""
     ids = list(records)
     return ids[-settings.training_window_batches :] if settings.training_window_batches else ids
+
+
+def read_splits(settings: Settings, batches: list[str], rows: int) -> tuple[Splits, DataParallelFit | None]:
+    """The four splits this process trains, calibrates and evaluates on, and the data-parallel fit if any.
+
+    Below ``data_parallel_min_rows`` clean rows: every row, read into this process (no final_fit).
+    From there on (ray_jobs.data_parallel): bounded hash samples of each split, and a final fit that
+    reads every training and validation row as Ray Data shards on Ray Train workers.
+    """
+    if rows < settings.data_parallel_min_rows:
+        return split_frame(store.read_frame(settings, "clean", batches)), None
+    drawn = data_parallel.inputs(settings, store.read_dataset(settings, "clean", batches), rows)
+    return Splits(drawn.train, drawn.valid, drawn.test, drawn.calibration), drawn.final_fit
 
 
 def load_champion(client: MlflowClient, settings: Settings, champion: VersionRecord | None) -> PriceModel | None:
@@ -83,10 +97,13 @@ def train_and_decide(
     champion_model = load_champion(client, settings, champion)  # before hours of training, not after
 
     batches = training_batches(records, settings)
-    splits = split_frame(store.read_frame(settings, "clean", batches))
+    rows = sum(records[b].rows for b in batches)
+    with stages.stage("split"):
+        splits, final_fit = read_splits(settings, batches, rows)
+    how = "data-parallel, samples of" if final_fit else "one process,"
     print(
-        f"[train] {len(splits.train):,} train / {len(splits.valid):,} valid / {len(splits.test):,} test / "
-        f"{len(splits.calibration):,} calibration rows",
+        f"[train] {rows:,} clean rows ({how} {len(splits.train):,} train / {len(splits.valid):,} valid / "
+        f"{len(splits.test):,} test / {len(splits.calibration):,} calibration rows)",
         flush=True,
     )
     model = None  # a version registered by a crashed run is decided on as it is, not retrained
@@ -95,6 +112,7 @@ def train_and_decide(
             model, result, bag = train_model(
                 splits.train, splits.valid, splits.calibration, settings,
                 mlflow_parent_run_id=mlflow.active_run().info.run_id, meta={"training_batches": batches},
+                final_fit=final_fit,
             )  # fmt: skip
         cost = model.meta["serving_cost"]
         with register.unavailable_as_error(settings, "logging the search results"):
@@ -140,15 +158,20 @@ def register_and_decide(
             model = load_model_version(client, settings.model_name, version.version).model
     if model is None:
         raise ValueError(f"no model given and no version registered under run key {run_key}")
-    metrics = evaluate(model, test, coverage=settings.interval_coverage)
+    with stages.stage("evaluate"):
+        metrics = evaluate(model, test, coverage=settings.interval_coverage)
     print(f"[train] test MdAPE {metrics['mdape']:.3f}, R² (log) {metrics['r2_log']:.3f}", flush=True)
     if version is None:
-        with register.unavailable_as_error(settings, "registering the model"):
+        with register.unavailable_as_error(settings, "registering the model"), stages.stage("register"):
             version = register.register_model(
                 client, settings, model, run_key=run_key, metrics=metrics, training_batches=training_batches
             )
-    outcome, reason, numbers = _decide(settings, champion_model, model, test)
-    with register.unavailable_as_error(settings, f"recording the decision on version {version.version}"):
+    with stages.stage("evaluate"):  # the comparison with the champion on the same test rows
+        outcome, reason, numbers = _decide(settings, champion_model, model, test)
+    with (
+        register.unavailable_as_error(settings, f"recording the decision on version {version.version}"),
+        stages.stage("register"),
+    ):
         decided = registry.record_decision(client, settings, version.version, outcome, reason, numbers)
         model_card.publish(client, decided, model_name=settings.model_name)
     print(f"[train] v{version.version}: {outcome} — {reason}", flush=True)

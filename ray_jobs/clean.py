@@ -27,6 +27,8 @@ The raw batch is never modified: the result is a separate clean batch with its o
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -114,25 +116,50 @@ def flag_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def finish(flagged: pa.Table) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
-    """Drop flagged rows and duplicates from the collected flags; returns (clean, removed, repaired)."""
-    rule = flagged.column(RULE_COLUMN).to_numpy()
-    repairs = flagged.column(REPAIR_COLUMN).to_numpy()
+def decide(rule: np.ndarray, repairs: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+    """From a whole batch's flags: the positions of the rows kept (in order), and the counts per rule.
+
+    Only the flags are needed (a byte, a byte and 8 bytes a row), never the rows themselves: the
+    Ray path gathers just these to the driver, whatever the batch's size.
+    """
     counts = np.bincount(rule, minlength=len(REMOVAL_RULES) + 1)
     removed = {name: int(counts[i + 1]) for i, name in enumerate(REMOVAL_RULES)}
     repaired = {name: int(((repairs >> i) & 1)[rule == 0].sum()) for i, name in enumerate(REPAIR_RULES)}
     kept = np.flatnonzero(rule == 0)
-    _, first = np.unique(flagged.column(HASH_COLUMN).to_numpy()[kept], return_index=True)
+    _, first = np.unique(hashes[kept], return_index=True)
     unique_rows = kept[np.sort(first)]
     removed[DUPLICATE_RULE] = int(kept.size - unique_rows.size)
+    return unique_rows, removed, repaired
+
+
+def finish(flagged: pa.Table) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
+    """Drop flagged rows and duplicates from the collected flags; returns (clean, removed, repaired)."""
+    unique_rows, removed, repaired = decide(*(flagged.column(c).to_numpy() for c in FLAG_COLUMNS))
     clean = conform_table(flagged.take(pa.array(unique_rows)), where="clean batch")
     return clean, removed, repaired
+
+
+FLAG_COLUMNS = (RULE_COLUMN, REPAIR_COLUMN, HASH_COLUMN)
 
 
 def _read_and_flag(parts: dict[str, np.ndarray], filesystem) -> pa.Table:
     """Ray Data UDF: read raw Parquet part(s) and flag their rows."""
     tables = [pq.read_table(path, filesystem=filesystem, partitioning=None) for path in parts["path"]]
     return pa.Table.from_pandas(flag_rows(pa.concat_tables(tables).to_pandas()), preserve_index=False)
+
+
+def _flags_of(block: pa.Table) -> pa.Table:
+    """Ray task: a flagged block's flags, without its rows."""
+    return block.select(list(FLAG_COLUMNS))
+
+
+def _write_clean_part(block: pa.Table, positions: np.ndarray, target: store.Store, relative: str):
+    """Ray task: write a block's kept rows as one clean part; (rows, path, schema, row hashes for the sha256)."""
+    clean = conform_table(block.take(pa.array(positions, type=pa.int64())), where="clean batch")
+    buffer = io.BytesIO()
+    pq.write_table(clean, buffer, compression="zstd")
+    store.write_atomic(target, target.path(relative), buffer.getvalue())
+    return clean.num_rows, relative, clean.schema, store.row_hashes(clean)
 
 
 def clean_table_pandas(table: pa.Table) -> tuple[pa.Table, dict[str, int], dict[str, int]]:
@@ -156,16 +183,28 @@ def clean_batch(settings: Settings, batch_id: str) -> store.CleanRecord:
     parts = ray.data.from_items([{"path": raw_store.path(f)} for f in raw.files], override_num_blocks=len(raw.files))
     parts.context.execution_options.preserve_order = True  # same rows, same order, same sha256
     flagged = parts.map_batches(_read_and_flag, batch_size=1, fn_kwargs={"filesystem": raw_store.fs})
-    blocks = ray.get(flagged.to_arrow_refs())
-    clean, removed, repaired = finish(pa.concat_tables(blocks, promote_options="permissive").combine_chunks())
+    blocks = flagged.to_arrow_refs()  # the flagged rows stay in the object store
+    # The driver decides on the flags alone (10 bytes a row); each block's kept rows are written by a task.
+    block_flags = ray.get([ray.remote(_flags_of).remote(block) for block in blocks])
+    flags = pa.concat_tables(block_flags)
+    kept, removed, repaired = decide(*(flags.column(c).to_numpy() for c in FLAG_COLUMNS))
+    bounds = np.cumsum([0, *(f.num_rows for f in block_flags)])
+    directory = store.data_dir("clean", raw)
+    write = ray.remote(_write_clean_part)
+    written = []
+    for i, block in enumerate(blocks):
+        positions = kept[(kept >= bounds[i]) & (kept < bounds[i + 1])] - bounds[i]
+        written.append(write.remote(block, positions, raw_store, f"{directory}/part-{i}.parquet"))
+    written = ray.get(written)
+    schema = written[0][2]
     record = store.CleanRecord(
         batch_id=batch_id,
         source=raw.source,
         group_number=raw.group_number,
         day=raw.day,
         batch_number=raw.batch_number,
-        rows=clean.num_rows,
-        sha256=store.content_sha256(clean),
+        rows=sum(rows for rows, _, _, _ in written),
+        sha256=store.content_sha256_of(schema, [hashes for _, _, _, hashes in written]),
         fetched_at=raw.fetched_at,
         notes=raw.notes,
         rows_in=raw.rows,
@@ -173,5 +212,8 @@ def clean_batch(settings: Settings, batch_id: str) -> store.CleanRecord:
         removed=removed,
         repaired=repaired,
         clean_version=CLEAN_VERSION,
+        files=[relative for _, relative, _, _ in written],
     )
-    return store.publish(settings, "clean", record, clean)
+    record.published_at = store.now()
+    store.publish_manifest(settings, "clean", record)
+    return record

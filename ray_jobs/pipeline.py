@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from ray_jobs import drift, live_quality, register
+from ray_jobs import drift, live_quality, register, stages
 from ray_jobs.challenger import train_and_decide
 from ray_jobs.clean import clean_batch
 from ray_jobs.decide import should_retrain
@@ -65,9 +65,15 @@ def ingest_new_batches(settings: Settings, max_batches: int) -> list[store.RawRe
     clear error; the raw store never sees it.
     """
     ingested = []
-    for batch in _new_batches(settings, max_batches):
-        record = ingest_batch(settings, batch)
-        clean_batch(settings, record.batch_id)
+    batches = _new_batches(settings, max_batches)
+    while True:
+        with stages.stage("ingest"):  # fetching (over HTTP) and publishing the raw batch
+            batch = next(batches, None)
+            if batch is None:
+                break
+            record = ingest_batch(settings, batch)
+        with stages.stage("clean"):
+            clean_batch(settings, record.batch_id)
         ingested.append(record)
         print(f"[pipeline] batch {record.batch_id}: {record.rows:,} raw rows ingested and cleaned", flush=True)
     return ingested
@@ -109,6 +115,7 @@ def record_result(settings: Settings, result: PipelineResult) -> None:
 
 def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> PipelineResult:
     """One full run; see the module docstring. Raises on real failures (the job then fails)."""
+    stages.reset()
     connect_ray(settings)
     client = registry.connect(settings)  # fails fast, naming the URI, when MLflow is unreachable
     rows_ingested = sum(r.rows for r in ingest_new_batches(settings, max_batches or settings.max_batches_per_run))
@@ -134,12 +141,13 @@ def run_pipeline(settings: Settings, *, max_batches: int | None = None) -> Pipel
     report = None
     if champion and trained_on:
         print(f"[pipeline] drift: {len(pending)} new batch(es) vs the champion's {len(trained_on)}", flush=True)
-        report = drift.drift_report(
-            store.read_dataset(settings, "clean", sorted(trained_on & records.keys())),
-            store.read_dataset(settings, "clean", pending),
-            settings,
-        )
-        drift.save_drift_report(settings, pending[-1], report)
+        with stages.stage("drift"):
+            report = drift.drift_report(
+                store.read_dataset(settings, "clean", sorted(trained_on & records.keys())),
+                store.read_dataset(settings, "clean", pending),
+                settings,
+            )
+            drift.save_drift_report(settings, pending[-1], report)
         print(f"[pipeline] drift verdict: {report.verdict} — {report.reason}", flush=True)
     retrain, reason = should_retrain(
         champion is not None, report, rows_since_training, settings,
@@ -178,6 +186,13 @@ def connect_ray(settings: Settings) -> None:
 
     if not ray.is_initialized():
         ray.init(address=settings.ray_address, log_to_driver=True)
+
+
+def alive_nodes() -> int | None:
+    """Alive nodes of the cluster this run joined (None when it never joined one)."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive")) if ray.is_initialized() else None
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -223,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         **{k: v for k, v in asdict(result).items() if k != "live"},
         "seconds": round(time.monotonic() - started, 1),
+        "stages": stages.seconds(),  # wall seconds per stage (benchmarks/scale_bench.py reads them)
+        "nodes": alive_nodes(),
     }
     print(f"[pipeline] {result.outcome}: {result.reason}", flush=True)
     print(json.dumps(summary, default=str), flush=True)

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from rayestate.features import OOF_FOLDS
 from rayestate.schema import NUMERIC_COLUMNS, RAW_COLUMNS
 
 #: Changing the salt or the fractions reshuffles every split: treat them as part of the data contract.
@@ -71,7 +72,24 @@ def assign_splits(
         raise ValueError(
             f"bad split fractions: valid={valid_fraction}, test={test_fraction}, calibration={calibration_fraction}"
         )
-    uniform = np.array([int(key[:15], 16) for key in row_keys(df)], dtype="float64") / 16**15
+    return splits_of(draws(row_keys(df))[0], fractions)
+
+
+def draws(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three independent numbers per row key, each a pure function of the row: (split uniform, fold, sample uniform).
+
+    The split uniform is what :func:`assign_splits` cuts; the out-of-fold fold (0..OOF_FOLDS-1) and the
+    sample uniform come from other digits of the same hash, so a data-parallel run can give each row
+    its fold and draw bounded samples block by block, with no global row numbers (ray_jobs.data_parallel).
+    """
+    split = np.array([int(key[:15], 16) for key in keys], dtype="float64") / 16**15
+    fold = np.array([int(key[15:23], 16) % OOF_FOLDS for key in keys], dtype="int64")
+    sample = np.array([int(key[23:38], 16) for key in keys], dtype="float64") / 16**15
+    return split, fold, sample
+
+
+def splits_of(uniform: np.ndarray, fractions: tuple[float, float, float]) -> np.ndarray:
+    """'train' / 'valid' / 'test' / 'calibration' for split uniforms and (test, valid, calibration) fractions."""
     edges = np.cumsum(fractions)
     return np.select(
         [uniform < edges[0], uniform < edges[1], uniform < edges[2]], ["test", "valid", "calibration"], "train"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from ray_jobs import serving_cost
+from ray_jobs import serving_cost, stages
 from ray_jobs.calibrate import calibrate, with_interval
 from ray_jobs.fit import (
     BUDGET_CONFIGS,
@@ -515,6 +516,7 @@ def train_model(
     budget: Budget | None = None,
     nthread: int | None = None,
     meta: dict | None = None,
+    final_fit: Callable[[dict, int, int, dict], PriceModel] | None = None,
 ) -> tuple[PriceModel, TuneResult, BagChoice]:
     """The pipeline's model: search, bag size on validation, refit on train + valid within budget, price range.
 
@@ -523,31 +525,41 @@ def train_model(
     its price range calibrated on ``calibration_df``, which no model here was fitted on. Returns
     the model (its meta records the measured serving cost and the budget), the search and the bag
     choice. ``budget`` defaults to the settings' serving budget; ``Budget()`` is none.
+
+    ``final_fit(params, rounds, bag_size, meta)``, when given, replaces the one-process refit: the
+    data-parallel path (ray_jobs.data_parallel) passes samples of its rows here for the search, the
+    bag choice and the range, and fits the final boosters on every row across Ray Train workers.
     """
     budget = Budget.of(settings) if budget is None else budget
     nthread = nthread or os.cpu_count() or 1
-    data = prepare(train_df, valid_df, seed=settings.seed, augment=settings.augment_missing_sizes)
-    result = search(data, settings, mlflow_parent_run_id=mlflow_parent_run_id, budget=budget.reserving_range())
-    bag, stage_one = choose_bag(
-        data, result, budget.reserving_range(), max_size=settings.bag_size, nthread=nthread, seed=settings.seed
-    )
-    model = refit(
-        pd.concat([train_df, valid_df]), result.params, bag.rounds, seed=settings.seed, nthread=nthread,
-        bag_size=bag.size, augment=settings.augment_missing_sizes, comparables_rows=settings.comparables_rows,
-        meta={"valid_mae_log": bag.valid_mae, **(meta or {})},
-    )  # fmt: skip
-    known = data.transform.known(valid_df)
-    valid_known = {name: flags[data.valid_rows] for name, flags in known.items()}
-    stage_one_model = PriceModel(stage_one, data.transform)
-    model = with_interval(
-        model, stage_one_model, data.x_valid, data.y_valid, valid_known, calibration_df, seed=settings.seed,
-        nthread=nthread,
-    )  # fmt: skip
-    model, cost = serving_cost.within_budget(
-        model, data.cost_sample, explain_budget_ms=budget.explain_ms, predict_budget_us=budget.predict_us
-    )
-    if model.meta.get("cut_to_budget_from"):  # a cut model is a different model: calibrate its range again
-        model = replace(model, interval=calibrate(model, model.interval.scale, calibration_df))
+    with stages.stage("tune"):
+        data = prepare(train_df, valid_df, seed=settings.seed, augment=settings.augment_missing_sizes)
+        result = search(data, settings, mlflow_parent_run_id=mlflow_parent_run_id, budget=budget.reserving_range())
+        bag, stage_one = choose_bag(
+            data, result, budget.reserving_range(), max_size=settings.bag_size, nthread=nthread, seed=settings.seed
+        )
+    with stages.stage("fit"):
+        meta = {"valid_mae_log": bag.valid_mae, **(meta or {})}
+        if final_fit is None:
+            model = refit(
+                pd.concat([train_df, valid_df]), result.params, bag.rounds, seed=settings.seed, nthread=nthread,
+                bag_size=bag.size, augment=settings.augment_missing_sizes, comparables_rows=settings.comparables_rows,
+                meta=meta,
+            )  # fmt: skip
+        else:
+            model = final_fit(result.params, bag.rounds, bag.size, meta)
+        known = data.transform.known(valid_df)
+        valid_known = {name: flags[data.valid_rows] for name, flags in known.items()}
+        stage_one_model = PriceModel(stage_one, data.transform)
+        model = with_interval(
+            model, stage_one_model, data.x_valid, data.y_valid, valid_known, calibration_df, seed=settings.seed,
+            nthread=nthread,
+        )  # fmt: skip
+        model, cost = serving_cost.within_budget(
+            model, data.cost_sample, explain_budget_ms=budget.explain_ms, predict_budget_us=budget.predict_us
+        )
+        if model.meta.get("cut_to_budget_from"):  # a cut model is a different model: calibrate its range again
+            model = replace(model, interval=calibrate(model, model.interval.scale, calibration_df))
     model.meta["serving_cost"] = {  # the budget as the settings state it (the search kept a margin below it)
         **asdict(cost), "explain_budget_ms": settings.explain_budget_ms if budget.limited else math.inf,
         "predict_budget_us": settings.predict_budget_us if budget.limited else math.inf,

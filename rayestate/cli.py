@@ -128,7 +128,10 @@ def cmd_data_api(args: argparse.Namespace) -> int:
     from rayestate.devstack.data_api import run_data_api
 
     settings = _settings(args)
-    run_data_api(settings, dataset_path=args.dataset, port=args.port, host=args.host, mode=args.mode)
+    run_data_api(
+        settings, dataset_path=args.dataset, port=args.port, host=args.host, mode=args.mode,
+        random_batches=args.batches,
+    )  # fmt: skip
     return 0
 
 
@@ -160,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_api.add_argument("--host", default="127.0.0.1")
     data_api.add_argument("--port", type=int, default=8081)
     data_api.add_argument("--mode", choices=["course", "random"], default="course")
+    data_api.add_argument(
+        "--batches", type=int, default=8, help="random mode: how many batches to serve (8; the scale benchmark "
+        "serves as many as a resampled dataset needs)",
+    )  # fmt: skip
     data_api.set_defaults(func=cmd_data_api)
 
     schedule = sub.add_parser("schedule", help="submit the pipeline on a schedule, one run at a time")

@@ -430,14 +430,35 @@ class FeatureTransform:
     @classmethod
     def fit(cls, df: pd.DataFrame, target: np.ndarray | None = None) -> FeatureTransform:
         """Learn encodings from training rows (``target`` defaults to log of df.price)."""
-        y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
-        columns = listing_columns(df)
-        return cls._fitted(grouping_keys(columns), _targets(columns, y))
+        return cls.from_stats(fit_stats(df, target))
 
     @classmethod
-    def _fitted(cls, keys: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> FeatureTransform:
-        means = {name: _nanmean(values) for name, values in targets.items()}
-        return cls(global_mean=means["price"], encodings=_fit_encodings(keys, targets, means), target_means=means)
+    def from_stats(cls, stats: pd.DataFrame, *, without_fold: int | None = None) -> FeatureTransform:
+        """The transform fitted on the rows :func:`encoding_stats` summed up (less one fold's rows, if given).
+
+        Sums and counts add up across any split of the rows, so the same transform comes out of one
+        frame or of a whole dataset's blocks summed by Ray Data (ray_jobs.data_parallel): what the
+        data-parallel fit uses, never holding the rows in one process.
+        """
+        rows = stats if without_fold is None else stats[stats["fold"] != without_fold]
+        totals = rows.groupby(["encoding", "key", "parent"], sort=False)[["sum", "count"]].sum()
+        means = {}
+        for target in _TARGETS:
+            name = f"{_MEAN}{target}"
+            total = totals.loc[name] if name in totals.index.get_level_values(0) else None
+            count = float(total["count"].sum()) if total is not None else 0.0
+            means[target] = float(total["sum"].sum()) / count if count else 0.0
+        return cls(global_mean=means["price"], encodings=_encodings_from_totals(totals, means), target_means=means)
+
+    @classmethod
+    def out_of_fold_partials(cls, stats: pd.DataFrame) -> list[FeatureTransform | None]:
+        """Per fold, the transform fitted without that fold's rows (None where no other rows are left)."""
+        counts = stats[stats["encoding"] == f"{_MEAN}price"].groupby("fold")["count"].sum()
+        total = float(counts.sum())
+        return [
+            cls.from_stats(stats, without_fold=fold) if total - float(counts.get(fold, 0.0)) > 0 else None
+            for fold in range(OOF_FOLDS)
+        ]
 
     @classmethod
     def fit_transform(
@@ -447,24 +468,24 @@ class FeatureTransform:
         y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
         columns = listing_columns(df)
         keys, targets = grouping_keys(columns), _targets(columns, y)
-        fitted = cls._fitted(keys, targets)
-        features = fitted.feature_columns(columns, ListingKeys(keys))
         folds = np.random.default_rng(seed).integers(0, OOF_FOLDS, len(df))
-        out_of_fold = {column: features[column].copy() for column in _ENCODED_COLUMNS}
-        for fold in range(OOF_FOLDS):
-            held_out = folds == fold
-            if not held_out.any() or held_out.all():
-                continue
-            partial = cls._fitted(
-                {name: key[~held_out] for name, key in keys.items()},
-                {name: values[~held_out] for name, values in targets.items()},
-            )
-            encoded = partial._encode(ListingKeys({name: key[held_out] for name, key in keys.items()}))
-            for column, values in encoded.items():
-                out_of_fold[column][held_out] = values
-        features.update(out_of_fold)
-        _add_estimates(features)
+        stats = encoding_stats(keys, targets, folds)
+        fitted = cls.from_stats(stats)
+        features = fitted.feature_columns(columns, ListingKeys(keys))
+        features = out_of_fold(features, keys, folds, cls.out_of_fold_partials(stats))
         return fitted, fitted.to_frame(features, index=df.index)
+
+    def out_of_fold_matrix(self, listings, folds: np.ndarray, partials: list[FeatureTransform | None]) -> np.ndarray:
+        """:meth:`matrix` of training rows with out-of-fold encodings (``partials``: out_of_fold_partials).
+
+        The data-parallel fit's per-block form of :meth:`fit_transform`: each row's fold comes with it.
+        """
+        columns = listings if _is_columns(listings) else listing_columns(listings)
+        keys = grouping_keys(columns)
+        features = out_of_fold(self.feature_columns(columns, ListingKeys(keys)), keys, folds, partials)
+        matrix = np.column_stack([features[name] for name in FEATURES])
+        matrix[~np.isfinite(matrix)] = np.nan
+        return matrix
 
     # --- applying --------------------------------------------------------------
     def feature_columns(self, listings, keys: ListingKeys | None = None) -> Columns:
@@ -599,32 +620,96 @@ def _add_estimates(features) -> None:
     features["te_broker_ppsf_x_size"] = np.asarray(features["te_broker_ppsf"], "float64") + log_size
 
 
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else 0.0
+def fit_stats(df: pd.DataFrame, target: np.ndarray | None = None, folds: np.ndarray | None = None) -> pd.DataFrame:
+    """:func:`encoding_stats` of training rows (``target`` defaults to log of df.price)."""
+    y = log_price(df["price"]) if target is None else np.asarray(target, dtype="float64")
+    columns = listing_columns(df)
+    return encoding_stats(grouping_keys(columns), _targets(columns, y), folds)
 
 
-def _lookup(keys: np.ndarray, table: dict[str, float]) -> np.ndarray:
-    """table[key] per row, NaN when absent (fitting's parent priors)."""
-    return ListingKeys({"key": keys}).values("key", KeyTable({"value": table}))[:, 0]
+def encoding_stats(
+    keys: dict[str, np.ndarray], targets: dict[str, np.ndarray], folds: np.ndarray | None = None
+) -> pd.DataFrame:
+    """What fitting the encodings needs of some rows, as sums: one row per (encoding, fold, key, parent key).
 
-
-def _fit_encodings(
-    keys: dict[str, np.ndarray], targets: dict[str, np.ndarray], means: dict[str, float]
-) -> dict[str, dict[str, float]]:
-    """Smoothed mean target per key, shrunk towards the parent key's encoding."""
-    encodings: dict[str, dict[str, float]] = {}
+    Columns: ``encoding`` (an encoding's name, or ``mean:<target>`` for a target's overall mean with
+    an empty key), ``fold`` (the rows' out-of-fold fold, 0 without folds), ``key``, ``parent`` (the
+    key's parent key, e.g. a ZIP's 3-digit area; "" where there is none), ``sum`` and ``count`` of the
+    encoding's target over rows with a key and a finite target. Sums of blocks' stats are the
+    stats of all their rows, which is what lets a dataset of any size be fitted block by block.
+    """
+    rows = len(next(iter(targets.values())))
+    fold = np.zeros(rows, dtype="int64") if folds is None else np.asarray(folds, dtype="int64")
+    frames = []
+    for target, values in targets.items():
+        finite = np.isfinite(values)
+        frame = pd.DataFrame({"fold": fold[finite], "y": values[finite]}).groupby("fold")["y"].agg(["sum", "count"])
+        frames.append(frame.reset_index().assign(encoding=f"{_MEAN}{target}", key="", parent=""))
     for name, spec in _ENCODINGS.items():
-        frame = pd.DataFrame({"key": keys[spec.key], "y": targets[spec.target]})
-        if spec.parent:
-            parent = _ENCODINGS[spec.parent]
-            frame["prior"] = _lookup(keys[parent.key], encodings[spec.parent])
-        frame = frame[frame["key"].notna() & np.isfinite(frame["y"])]
-        stats = frame.groupby("key")["y"].agg(["sum", "count"])
-        prior = means[spec.target]
+        values = targets[spec.target]
+        parent = keys[_ENCODINGS[spec.parent].key] if spec.parent else np.full(rows, "", dtype=object)
+        used = pd.notna(keys[spec.key]) & np.isfinite(values)
+        frame = pd.DataFrame(
+            {"fold": fold[used], "key": keys[spec.key][used], "parent": parent[used], "y": values[used]}
+        )
+        frame["parent"] = frame["parent"].fillna("")
+        grouped = frame.groupby(["fold", "key", "parent"], sort=False)["y"].agg(["sum", "count"]).reset_index()
+        frames.append(grouped.assign(encoding=name))
+    stats = pd.concat(frames, ignore_index=True)[list(STATS_COLUMNS)]
+    return stats.astype({"fold": "int64", "sum": "float64", "count": "int64"})
+
+
+#: The columns of encoding_stats(); the first four identify a row, the last two add up.
+STATS_COLUMNS = ("encoding", "fold", "key", "parent", "sum", "count")
+_MEAN = "mean:"
+_TARGETS = ("price", "ppsf", "ppa")
+
+
+def _encodings_from_totals(totals: pd.DataFrame, means: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Smoothed mean target per key, shrunk towards the parent key's encoding.
+
+    A key's parent is the parent key most of its rows have (a ZIP area spanning two states takes
+    the state of most of its rows; ties go to the first in sort order), so the result does not
+    depend on the order of the rows.
+    """
+    encodings: dict[str, dict[str, float]] = {}
+    present = set(totals.index.get_level_values(0))
+    for name, spec in _ENCODINGS.items():
+        if name not in present:
+            encodings[name] = {}
+            continue
+        rows = totals.loc[name]
+        per_key = rows.groupby(level="key", sort=False)[["sum", "count"]].sum()
+        per_key = per_key[per_key["count"] > 0]
+        prior = pd.Series(means[spec.target], index=per_key.index)
         if spec.parent:
             # The prior of each key is its parent's encoding (e.g. a zip's prior is its zip3's).
-            prior = frame.groupby("key")["prior"].first().reindex(stats.index).fillna(prior)
-        smoothed = (stats["sum"] + SMOOTHING * prior) / (stats["count"] + SMOOTHING)
+            pairs = rows.reset_index().sort_values(["count", "parent"], ascending=[False, True], kind="stable")
+            parent_of = pairs.drop_duplicates("key").set_index("key")["parent"].reindex(per_key.index)
+            parent_values = encodings[spec.parent]
+            looked_up = pd.Series([parent_values.get(p, np.nan) for p in parent_of.tolist()], index=per_key.index)
+            prior = looked_up.fillna(means[spec.target])
+        smoothed = (per_key["sum"] + SMOOTHING * prior) / (per_key["count"] + SMOOTHING)
         encodings[name] = dict(zip(smoothed.index.astype(str), smoothed.astype("float64").tolist(), strict=True))
     return encodings
+
+
+def out_of_fold(
+    features: Columns, keys: dict[str, np.ndarray], folds: np.ndarray, partials: list[FeatureTransform | None]
+) -> Columns:
+    """``features`` with each row's location encodings from ``partials[fold]``: fitted without its own fold.
+
+    A fold whose partial is None (no other rows to fit on) keeps the full transform's encodings.
+    """
+    out_of_fold = {column: np.array(features[column], dtype="float64") for column in _ENCODED_COLUMNS}
+    for fold, partial in enumerate(partials):
+        held_out = folds == fold
+        if partial is None or not held_out.any():
+            continue
+        encoded = partial._encode(ListingKeys({name: key[held_out] for name, key in keys.items()}))
+        for column, values in encoded.items():
+            out_of_fold[column][held_out] = values
+    features = dict(features)
+    features.update(out_of_fold)
+    _add_estimates(features)
+    return features

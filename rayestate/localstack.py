@@ -8,12 +8,14 @@ and Ray's token auth stays on.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -321,6 +323,115 @@ def ray_head_command(*, host: str, port: int, dashboard_port: int, temp_dir: Pat
         "--dashboard-host", host, "--dashboard-port", str(dashboard_port),
         "--temp-dir", str(temp_dir),
     ]  # fmt: skip
+
+
+def ray_worker_command(*, head: str, num_cpus: int, object_store_bytes: int, temp_dir: Path) -> list[str]:
+    """`ray start --address` in the foreground: a node joining the head (same machine or not).
+
+    A node on the head's machine gets its own ``temp_dir``, as it would have on a machine of its own:
+    in a shared one its runtime-env agent deletes the job's working directory, which it does not know.
+    """
+    return [
+        str(BIN / "ray"), "start", "--address", head, "--block", "--disable-usage-stats",
+        "--node-ip-address", LOOPBACK, "--num-cpus", str(num_cpus), "--object-store-memory", str(object_store_bytes),
+        "--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port()),
+        "--temp-dir", str(temp_dir),
+    ]  # fmt: skip
+
+
+class LocalCluster:
+    """A real multi-node Ray cluster on this machine: a head and worker nodes joined with `ray start --address`.
+
+    Every node runs in the foreground in its own process group (stopped as a group), with a capped
+    number of CPUs and object-store memory, token auth on, and ports picked free: it runs beside
+    any other cluster on the machine. Jobs go to ``dashboard_url`` (``ray job submit``); drivers in
+    this process join with ``ray.init(address=cluster.address)``.
+    """
+
+    def __init__(
+        self, root: Path, *, head_cpus: int = 1, worker_cpus: tuple[int, ...] = (1,),
+        object_store_bytes: int = 512 * 2**20, env: dict | None = None,
+    ):  # fmt: skip
+        self.root, self.head_cpus, self.worker_cpus = Path(root), head_cpus, worker_cpus
+        self.object_store_bytes, self.env = object_store_bytes, env
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.address = f"{LOOPBACK}:{self.port}"
+        self.dashboard_url = f"http://{LOOPBACK}:{self.dashboard_port}"
+        self.processes: list[subprocess.Popen] = []
+        self.temp_dirs: list[Path] = []  # one per node, short: Ray's socket paths must fit AF_UNIX's 107 bytes
+
+    @property
+    def nodes(self) -> int:
+        return 1 + len(self.worker_cpus)
+
+    def start(self, timeout: float = 300.0) -> LocalCluster:
+        """Start the head, then each worker node, and wait until all of them are alive."""
+        env = {**(self.env or os.environ), "RAY_AUTH_MODE": "token"}
+        env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])  # jobs' `python` is this venv's
+        ensure_ray_token()
+        self.temp_dirs = [Path(tempfile.mkdtemp(prefix="rayestate-node-")) for _ in range(self.nodes)]
+        head = ray_head_command(
+            host=LOOPBACK, port=self.port, dashboard_port=self.dashboard_port, temp_dir=self.temp_dirs[0]
+        )
+        head += ["--node-ip-address", LOOPBACK, "--num-cpus", str(self.head_cpus),
+                 "--object-store-memory", str(self.object_store_bytes), "--metrics-export-port", str(free_port())]  # fmt: skip
+        try:
+            self.processes.append(start_process(head, self.root / "logs" / "ray-head.log", env=env))
+            wait_http(
+                f"{self.dashboard_url}/api/version", timeout=timeout, process=self.processes[0],
+                headers={"Authorization": f"Bearer {ensure_ray_token()}"},
+            )  # fmt: skip
+            for i, cpus in enumerate(self.worker_cpus):
+                command = ray_worker_command(
+                    head=self.address, num_cpus=cpus, object_store_bytes=self.object_store_bytes,
+                    temp_dir=self.temp_dirs[i + 1],
+                )  # fmt: skip
+                self.processes.append(start_process(command, self.root / "logs" / f"ray-worker-{i}.log", env=env))
+            self.wait_nodes(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive_nodes(self) -> int:
+        """Alive nodes as the cluster's state API reports them (`ray list nodes`)."""
+        env = {**(self.env or os.environ), "RAY_AUTH_MODE": "token"}
+        listed = subprocess.run(
+            [str(BIN / "ray"), "list", "nodes", "--address", self.dashboard_url, "--format", "json",
+             "--filter", "state=ALIVE"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        if listed.returncode != 0:
+            return 0
+        try:
+            return len(json.loads(listed.stdout))
+        except ValueError:
+            return 0
+
+    def wait_nodes(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive_nodes() < self.nodes:
+            for process in self.processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a Ray node exited with code {process.returncode}; see {self.root / 'logs'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.nodes} Ray nodes were not alive within {timeout:.0f}s")
+            time.sleep(2)
+
+    def stop(self) -> None:
+        """Stop the worker nodes, then the head (each as its process group)."""
+        for process in reversed(self.processes):
+            stop_process(process)
+        self.processes.clear()
+        for directory in self.temp_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.temp_dirs = []
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def init_local_ray(*, num_cpus: int = 2, dashboard: bool = True, **kwargs):

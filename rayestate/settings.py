@@ -119,6 +119,37 @@ class Settings(BaseSettings):
         0.8, ge=0.5, le=0.99,
         description="Coverage of the price range every price comes with (0.50-0.99 in steps of 0.01, calibrated per model).",
     )  # fmt: skip
+    data_parallel_min_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Clean rows from which training is data-parallel: Ray Train's XGBoost over Ray Data shards, "
+        "the search on a sample, no process holding every row. Below it one process reads the rows and fits.",
+    )
+    tune_sample_rows: int = Field(
+        250_000,
+        ge=1_000,
+        description="Data-parallel training: training rows (a hash sample; validation rows sampled alike) the "
+        "search, the bag choice and the price range's scale model use.",
+    )
+    holdout_sample_rows: int = Field(
+        200_000,
+        ge=1_000,
+        description="Data-parallel training: most calibration rows the price range is calibrated on, and most "
+        "test rows the challenger is evaluated and compared on (hash samples).",
+    )
+    train_workers: int = Field(
+        0,
+        ge=0,
+        le=1_000,
+        description="Ray Train workers of the data-parallel fit; 0 = one per train_rows_per_worker rows, "
+        "at least 2, at most the cluster's CPUs.",
+    )
+    train_rows_per_worker: int = Field(
+        4_000_000,
+        ge=1_000,
+        description="Training rows one Ray Train worker takes when train_workers is 0 (~0.2 KiB each in its memory).",
+    )
+    train_worker_cpus: float = Field(1.0, gt=0, le=64, description="CPUs (XGBoost threads) per Ray Train worker.")
     comparables_rows: int = Field(
         250_000, ge=0, le=5_000_000, description="Training listings a model keeps to show as comparable homes."
     )

@@ -176,6 +176,7 @@ def run_data_api(
     port: int = 8081,
     host: str = "127.0.0.1",
     mode: Mode = "course",
+    random_batches: int = 8,
 ) -> None:
     """Serve the data API until interrupted (what `rayestate data-api` runs)."""
     import uvicorn
@@ -186,6 +187,7 @@ def run_data_api(
         settings.state_dir / "data_api" / "state.json",
         mode,
         batch_rows=settings.data_api_batch_rows,
+        random_batches=random_batches,
         synthetic_rows=settings.data_api_synthetic_rows,
         seed=settings.seed,
     )

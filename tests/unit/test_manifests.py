@@ -403,3 +403,23 @@ def test_github_workflow_is_complete_and_pins_its_actions():
     text = (REPO / ".github/workflows/ci.yaml").read_text()
     assert "${{ github.sha }}" in text and ":latest" not in text
     assert "scripts/k8s_manifests.py" in text and "sync_serve_config.py --check" in text
+
+
+def test_pipeline_workers_are_sized_for_the_data_parallel_fit():
+    # kuberay/README.md "Sizing the pipeline's workers": one Ray Train worker per cpu pod, its shard
+    # (~0.25 KiB per row) plus the object store and the Ray worker within the pod's memory limit.
+    from rayestate.settings import Settings
+
+    cluster = one("kuberay/ray-job.pipeline.yaml")["spec"]["rayClusterSpec"]
+    (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+    settings = Settings(**{e["name"].removeprefix("RAYESTATE_").lower(): e["value"] for e in head.get("env", [])})
+    (group,) = cluster["workerGroupSpecs"]
+    (worker,) = group["template"]["spec"]["containers"]
+    pod_cpus = float(worker["resources"]["limits"]["cpu"])
+    assert settings.train_worker_cpus == pod_cpus, "one Ray Train worker takes a whole worker pod"
+    gib = {"Gi": 1.0, "Mi": 1 / 1024}
+    memory = float(worker["resources"]["limits"]["memory"][:-2]) * gib[worker["resources"]["limits"]["memory"][-2:]]
+    shm = next(v for v in group["template"]["spec"]["volumes"] if v["name"] == "dshm")["emptyDir"]["sizeLimit"]
+    shard_gib = settings.train_rows_per_worker * 0.25 / 2**20 * 1.64  # masked copies at most
+    assert shard_gib + float(shm[:-2]) + 1.0 <= memory, (shard_gib, shm, memory)
+    assert group["maxReplicas"] >= 2, "the data-parallel fit needs two workers at least"
