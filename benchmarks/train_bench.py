@@ -144,7 +144,7 @@ def main() -> int:
         for name, budget in budgets.items():
             started = time.monotonic()
             trained[name] = (
-                *train_model(train, valid, settings, budget=budget, nthread=args.cpus),
+                *train_model(train, valid, calibration, settings, budget=budget, nthread=args.cpus),
                 time.monotonic() - started,
             )
     sample = trained["champion"][0].transform.matrix(valid.iloc[:1000])

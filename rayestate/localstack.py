@@ -441,7 +441,15 @@ def init_local_ray(*, num_cpus: int = 2, dashboard: bool = True, **kwargs):
     """
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     import ray  # heavy: imported only by the callers that start a cluster
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
 
+    if not is_token_auth_enabled():
+        # Ray reads RAY_AUTH_MODE once, when it is first imported: a process that imported it
+        # before the default above would start a head it cannot authenticate to.
+        raise RuntimeError(
+            "this process imported ray before RAY_AUTH_MODE=token was set, and Ray reads it only then: "
+            "export RAY_AUTH_MODE=token (make does) before starting it"
+        )
     options = {"include_dashboard": dashboard, "log_to_driver": False, **kwargs}
     if dashboard:
         options.update(dashboard_host=LOOPBACK, dashboard_port=free_port())

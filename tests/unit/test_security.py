@@ -217,3 +217,14 @@ def test_ci_runs_the_dependency_audit():
     audit = workflow["jobs"]["audit"]
     assert any("scripts/audit_deps.py" in step.get("run", "") for step in audit["steps"])
     assert "audit" in workflow["jobs"]["image"]["needs"]  # no image is pushed past a failed audit
+
+
+def test_a_local_cluster_is_never_started_without_token_auth():
+    """Ray reads RAY_AUTH_MODE once, at import: a process that imported it first gets a clear error, not a head it cannot reach."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
+    script = "import ray\nfrom rayestate.localstack import init_local_ray\ninit_local_ray(num_cpus=1, dashboard=False)"
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "imported ray before RAY_AUTH_MODE=token was set" in result.stderr
