@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.real_data import SAMPLE, TRAIN_ROWS, test_rows  # noqa: E402
+from benchmarks.real_data import SAMPLE, TRAIN_ROWS, held_out_rows  # noqa: E402
 from ray_jobs.evaluate import evaluate  # noqa: E402
 from rayestate import localstack  # noqa: E402
 from rayestate.schema import RAW_COLUMNS  # noqa: E402
@@ -265,7 +265,7 @@ def run_size(rows: int, data: Path, root: Path, args, *, env_extra: dict | None 
         if version:
             client = MlflowClient(tracking_uri=mlflow_server.uri)
             model = load_model_version(client, "rayestate-price", str(version)).model
-            test, _ = test_rows(pd.read_parquet(SAMPLE))
+            test, _ = held_out_rows(pd.read_parquet(SAMPLE))
             metrics = evaluate(model, test)
             quality = {"mdape": round(metrics["mdape"], 4), "r2_log": round(metrics["r2_log"], 4)}
             quality["data_parallel"] = bool(model.meta.get("data_parallel"))
