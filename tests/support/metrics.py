@@ -3,10 +3,10 @@
 The pipeline's counters live in one detached actor per cluster (ray_jobs.pipeline_metrics) that the
 whole test session shares, and Ray exports them every few seconds. So "the counter is >= 1" proves
 nothing (another test may have counted), and "before" read straight away may still miss counts made
-just before. :func:`settle_pipeline_metrics` is a barrier: it records a run with an outcome no one
-else uses and waits until that is exported. The actor handles calls in order and its process
-exports all its metrics together, so every count made before the barrier is then visible too; a
-difference between two barriers is exactly what happened between them.
+just before. :func:`settle_pipeline_metrics` is a barrier: it records a run with an outcome, a source
+and a verdict no one else uses and waits until all three are exported. The actor handles calls in
+order, so every count made before the barrier is then visible too; a difference between two
+barriers is exactly what happened between them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from types import SimpleNamespace
 import httpx
 
 RUNS = "ray_rayestate_pipeline_runs_total"
+ROWS = "ray_rayestate_rows_ingested_total"
+DRIFT = "ray_rayestate_drift_verdicts_total"
 
 
 def scrape(port: int) -> str:
@@ -46,10 +48,24 @@ def scrape_until(port: int, name: str, want: float, timeout_s: float = 120.0, **
         time.sleep(1)
 
 
-def settle_pipeline_metrics(port: int) -> str:
-    """Barrier (see the module docstring): returns a scrape holding every pipeline count made so far."""
+def settle_pipeline_metrics(port: int, timeout_s: float = 120.0) -> str:
+    """Barrier (see the module docstring): returns a scrape holding every pipeline count made so far.
+
+    The marker run moves a series of each counter a test reads (runs, rows, drift verdicts), and
+    the barrier waits until all three are exported: a counter's new label set may reach the
+    endpoint one export later than another counter's.
+    """
     from ray_jobs.pipeline_metrics import record_pipeline_metrics
 
     marker = f"barrier-{uuid.uuid4().hex[:12]}"
-    record_pipeline_metrics(SimpleNamespace(outcome=marker, drift_verdict=None), rows_ingested=0, source=marker)
-    return scrape_until(port, RUNS, 1, outcome=marker)
+    record_pipeline_metrics(SimpleNamespace(outcome=marker, drift_verdict=marker), rows_ingested=1, source=marker)
+    wanted = [(RUNS, {"outcome": marker}), (ROWS, {"source": marker}), (DRIFT, {"verdict": marker})]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = scrape(port)
+        missing = [name for name, labels in wanted if metric_value(text, name, **labels) < 1]
+        if not missing:
+            return text
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the barrier {marker} never reached {missing} in {timeout_s:.0f}s")
+        time.sleep(1)
