@@ -14,12 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.support.metrics import RUNS, metric_value, settle_pipeline_metrics
+from tests.support.metrics import DRIFT, ROWS, RUNS, metric_value, settle_pipeline_metrics
 from tests.support.servers import FaultProxy
 
-PROMOTIONS, DRIFT, ROWS = (
-    "ray_rayestate_promotions_total", "ray_rayestate_drift_verdicts_total", "ray_rayestate_rows_ingested_total",
-)  # fmt: skip
+PROMOTIONS = "ray_rayestate_promotions_total"
 
 
 def counts(text: str) -> dict[str, float]:

@@ -35,16 +35,17 @@ def metric_value(text: str, name: str, **labels) -> float:
     return total
 
 
-def scrape_until(port: int, name: str, want: float, timeout_s: float = 120.0, **labels) -> str:
-    """Poll until ``name{labels}`` reaches ``want``; returns that scrape (raises on timeout)."""
+def _poll(port: int, series: dict[str, dict], want: float, timeout_s: float) -> str:
+    """Poll until every ``name{labels}`` in ``series`` reaches ``want``; returns that scrape."""
     deadline = time.monotonic() + timeout_s
     while True:
         text = scrape(port)
-        value = metric_value(text, name, **labels)
-        if value >= want:
+        short = {name: metric_value(text, name, **labels) for name, labels in series.items()}
+        short = {name: value for name, value in short.items() if value < want}
+        if not short:
             return text
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{name}{labels} stayed at {value} < {want} for {timeout_s:.0f}s")
+            raise TimeoutError(f"{short} stayed below {want} for {timeout_s:.0f}s ({series})")
         time.sleep(1)
 
 
@@ -59,13 +60,4 @@ def settle_pipeline_metrics(port: int, timeout_s: float = 120.0) -> str:
 
     marker = f"barrier-{uuid.uuid4().hex[:12]}"
     record_pipeline_metrics(SimpleNamespace(outcome=marker, drift_verdict=marker), rows_ingested=1, source=marker)
-    wanted = [(RUNS, {"outcome": marker}), (ROWS, {"source": marker}), (DRIFT, {"verdict": marker})]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        text = scrape(port)
-        missing = [name for name, labels in wanted if metric_value(text, name, **labels) < 1]
-        if not missing:
-            return text
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the barrier {marker} never reached {missing} in {timeout_s:.0f}s")
-        time.sleep(1)
+    return _poll(port, {RUNS: {"outcome": marker}, ROWS: {"source": marker}, DRIFT: {"verdict": marker}}, 1, timeout_s)
