@@ -303,6 +303,7 @@ def ramp(options, stages: list[float], *, inference_log: bool) -> dict:
             "load_ended_at_t": load_end_t,
             "autoscaling": autoscaling_summary(sampler.timeline, config, load_end_t),
             "model": model_shape(stack.model),
+            "ray_serve_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")},
             "listings_rejected_by_the_api": rejected,
             "inference_log": inference_log,
         }

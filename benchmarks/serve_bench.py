@@ -233,6 +233,8 @@ def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, loa
             "rounds": options.rounds,
             "baseline_workers": options.workers,
             "ingress": options.ingress,
+            # Serve's mode as the cluster started (localstack.SERVE_THROUGHPUT_ENV unless overridden).
+            "ray_serve_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")},
             "serve_config": str(Path(options.serve_config).resolve()).removeprefix(f"{REPO}/"),
         },
     }

@@ -31,6 +31,19 @@ BIN = Path(sys.executable).parent
 SERVE_CONFIG = REPO / "serve_app" / "serve_config.yaml"
 TOKEN_PATH = Path.home() / ".ray" / "auth_token"
 LOOPBACK = "127.0.0.1"
+#: Ray Serve's throughput mode (Ray 2.60, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``): deployments call each
+#: other over gRPC instead of Ray actor calls, user code and the router run on the replica's own event
+#: loop, garbage collection is frozen after start-up. Serve reads these when its processes start, so
+#: they go on whatever starts Ray (`make up`, the tests' and benchmarks' clusters, the KubeRay pods via
+#: kuberay/config.yaml). Two of its parts stay off: direct ingress (each ingress replica would answer
+#: HTTP itself on a port of its own, on all interfaces, instead of the proxy on loopback :8000) and
+#: request-log buffering (a killed replica would lose its last lines). Set any of them in the
+#: environment to override. benchmarks/serve_bench.py measures the difference (README, Benchmarks).
+SERVE_THROUGHPUT_ENV = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+}
 
 
 # --- ports and processes -----------------------------------------------------------------------
@@ -298,14 +311,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def ray_env(settings: Settings) -> dict[str, str]:
-    """Environment for Ray processes: token auth on, the local Prometheus, every RAYESTATE_* setting.
+    """Environment for Ray processes: token auth on, Serve's throughput mode, the local Prometheus,
+    every RAYESTATE_* setting.
 
     This interpreter's bin dir goes first on PATH: a Ray Job's entrypoint (`python -m
     ray_jobs.pipeline`) runs in a shell under the head, and must find this venv's python, not
     whatever `python` the user's shell had first (the venv is seldom activated for `make up`).
     The dashboard reads RAY_PROMETHEUS_HOST (its metrics views and Prometheus health check).
     """
-    env = dict(os.environ)
+    env = {**SERVE_THROUGHPUT_ENV, **os.environ}
     env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_PROMETHEUS_HOST"] = f"http://{settings.bind_host}:{settings.prometheus_port}"
@@ -366,7 +380,7 @@ class LocalCluster:
 
     def start(self, timeout: float = 300.0) -> LocalCluster:
         """Start the head, then each worker node, and wait until all of them are alive."""
-        env = {**(self.env or os.environ), "RAY_AUTH_MODE": "token"}
+        env = {**SERVE_THROUGHPUT_ENV, **(self.env or os.environ), "RAY_AUTH_MODE": "token"}
         env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])  # jobs' `python` is this venv's
         ensure_ray_token()
         self.temp_dirs = [Path(tempfile.mkdtemp(prefix="rayestate-node-")) for _ in range(self.nodes)]
@@ -437,9 +451,12 @@ class LocalCluster:
 def init_local_ray(*, num_cpus: int = 2, dashboard: bool = True, **kwargs):
     """Start a local Ray cluster in this process (tests, benchmarks); returns ray.init's context.
 
-    Token auth on; the dashboard (the Job and Serve REST APIs) on a free loopback port.
+    Token auth on, Serve's throughput mode as `make up` has it; the dashboard (the Job and Serve
+    REST APIs) on a free loopback port.
     """
     os.environ.setdefault("RAY_AUTH_MODE", "token")
+    for name, value in SERVE_THROUGHPUT_ENV.items():
+        os.environ.setdefault(name, value)
     import ray  # heavy: imported only by the callers that start a cluster
     from ray._private.authentication.authentication_utils import is_token_auth_enabled
 

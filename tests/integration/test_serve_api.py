@@ -263,3 +263,19 @@ def test_request_metrics_are_exported(api, ray_cluster):
     for name in wanted:
         assert name in text
     assert 'endpoint="/predict"' in text
+
+
+def test_serve_runs_in_its_throughput_mode_behind_the_loopback_proxy(serve_app_url, ray_cluster):
+    """The Serve controller started with localstack.SERVE_THROUGHPUT_ENV (as `make up` starts it):
+    gRPC between deployments, user code on the replicas' loop, and no direct ingress, so the app
+    answers only through the proxy on loopback."""
+    from pathlib import Path
+
+    logs = Path(ray_cluster.address_info["session_dir"]) / "logs" / "serve"
+    text = "".join(path.read_text(errors="replace") for path in logs.glob("controller_*.log"))
+    assert "Throughput optimized Ray Serve enabled" in text
+    assert "gRPC communication enabled" in text
+    assert "User code running in main thread" in text
+    assert "Direct ingress enabled" not in text
+    assert serve_app_url.startswith("http://127.0.0.1:")
+    assert httpx.get(f"{serve_app_url}/health", timeout=30).json() == {"status": "ok"}

@@ -307,6 +307,19 @@ def test_rayservice_readiness_uses_serve_health():
     assert all(g["minReplicas"] >= 1 and g["maxReplicas"] > g["minReplicas"] for g in workers)
 
 
+def test_serve_pods_run_serve_as_the_local_stack_does():
+    """The Serve throughput settings reach every Ray pod through the shared ConfigMap, equal to the
+    local stack's, and the RayService's containers read that ConfigMap."""
+    from rayestate.localstack import SERVE_THROUGHPUT_ENV
+
+    data = one("kuberay/config.yaml")["data"]
+    assert {name: data.get(name) for name in SERVE_THROUGHPUT_ENV} == SERVE_THROUGHPUT_ENV
+    service = one("kuberay/ray-service.rayestate.yaml")["spec"]["rayClusterConfig"]
+    for group in [service["headGroupSpec"], *service["workerGroupSpecs"]]:
+        container = group["template"]["spec"]["containers"][0]
+        assert {"configMapRef": {"name": "rayestate-config"}} in container["envFrom"]
+
+
 def test_network_policies_fence_the_ray_head_ports(objects):
     policies = of_kind(objects, "NetworkPolicy")
     head = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].get("ray.io/node-type") == "head"]
