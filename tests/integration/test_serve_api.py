@@ -267,15 +267,22 @@ def test_request_metrics_are_exported(api, ray_cluster):
 
 def test_serve_runs_in_its_throughput_mode_behind_the_loopback_proxy(serve_app_url, ray_cluster):
     """The Serve controller started with localstack.SERVE_THROUGHPUT_ENV (as `make up` starts it):
-    gRPC between deployments, user code on the replicas' loop, and no direct ingress, so the app
-    answers only through the proxy on loopback."""
+    gRPC between deployments, user code on the replicas' loop, unbuffered request logs and no
+    direct ingress, so the app answers only through the proxy on loopback."""
     from pathlib import Path
 
-    logs = Path(ray_cluster.address_info["session_dir"]) / "logs" / "serve"
-    text = "".join(path.read_text(errors="replace") for path in logs.glob("controller_*.log"))
-    assert "Throughput optimized Ray Serve enabled" in text
-    assert "gRPC communication enabled" in text
-    assert "User code running in main thread" in text
-    assert "Direct ingress enabled" not in text
+    # The controller reports the mode before its own log file is set up: on its worker's stderr.
+    logs = Path(ray_cluster.address_info["session_dir"]) / "logs"
+    reports = [
+        text[text.index("Throughput optimized Ray Serve enabled") :]
+        for path in logs.glob("worker-*.err")
+        if "Throughput optimized Ray Serve enabled" in (text := path.read_text(errors="replace"))
+    ]
+    assert reports, f"no Serve controller in {logs} reported the throughput mode"
+    report = reports[-1][:1000]
+    assert "gRPC communication enabled" in report
+    assert "User code running in main thread" in report
+    assert "Request path log buffer size: 1\n" in report
+    assert "Direct ingress enabled" not in report
     assert serve_app_url.startswith("http://127.0.0.1:")
     assert httpx.get(f"{serve_app_url}/health", timeout=30).json() == {"status": "ok"}
