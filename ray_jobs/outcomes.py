@@ -40,7 +40,9 @@ def join_outcomes(sold: pd.DataFrame, served: pd.DataFrame, *, batch_id: str, le
     """One outcome per sold row whose key was served before ``learned_at`` (the latest such answer)."""
     sold = sold[(sold["status"] == "sold") & sold["street"].notna() & sold["zip_code"].notna()]
     served = served[served["street"].notna() & served["zip_code"].notna()]
-    served = served[served["logged_at"] <= pd.Timestamp(learned_at)]
+    # A batch's arrival time is recorded to the second (CleanRecord.fetched_at), answers to the
+    # microsecond: an answer logged within the second the sale arrived was served before it.
+    served = served[served["logged_at"].dt.floor("s") <= pd.Timestamp(learned_at)]
     if sold.empty or served.empty:
         return pd.DataFrame(columns=list(COLUMNS))
     latest = served.sort_values("logged_at").drop_duplicates(list(KEY), keep="last")

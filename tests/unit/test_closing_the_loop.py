@@ -59,6 +59,22 @@ def test_a_sale_joins_the_latest_answer_served_before_it_arrived():
     assert relative_errors(outcomes)[0] == pytest.approx(210_000 / 231_000 - 1)
 
 
+def test_an_answer_logged_within_the_second_the_sale_arrived_counts():
+    """Batch arrival times are recorded to the second, answers to the microsecond (CI found this:
+    answers logged 0.1-0.9 s after a whole second were dropped as if served after the sale)."""
+    arrived = NOW.replace(microsecond=0)
+    log = served([
+        {"street": 1.0, "zip_code": 45402.0, "price": 200_000.0, "price_low": 150e3, "price_high": 260e3,
+         "model_version": "1", "logged_at": arrived + timedelta(milliseconds=700)},
+        {"street": 2.0, "zip_code": 45402.0, "price": 300_000.0, "price_low": 250e3, "price_high": 360e3,
+         "model_version": "1", "logged_at": arrived + timedelta(seconds=1, milliseconds=1)},  # a second later: not
+    ])  # fmt: skip
+    batch = sold([{"street": 1.0, "zip_code": 45402.0, "price": 210_000.0},
+                  {"street": 2.0, "zip_code": 45402.0, "price": 310_000.0}])  # fmt: skip
+    outcomes = join_outcomes(batch, log, batch_id="b1", learned_at=arrived)
+    assert outcomes["street"].tolist() == [1.0]
+
+
 def write_outcomes(settings, frame: pd.DataFrame, batch_id: str) -> None:
     target = store.open_store(settings)
     buffer = io.BytesIO()
