@@ -49,6 +49,11 @@ def write_bodies(path: Path, bodies: list) -> Path:
     return path
 
 
+def ray_serve_env() -> dict[str, str]:
+    """Serve's mode as the benchmark's cluster started with it (localstack.SERVE_THROUGHPUT_ENV unless overridden)."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")}
+
+
 def model_shape(model) -> dict:
     """Trees, depth and bag size of a PriceModel, as the benchmarks report them."""
     depth = int(model.meta.get("params", {}).get("max_depth", 0)) or None

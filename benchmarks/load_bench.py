@@ -49,7 +49,7 @@ CLIENT_TIMEOUT_S = 90.0  # longer than Serve's request_timeout_s, so the server'
 MAX_IN_FLIGHT = 3000  # client-side cap: past it a request is counted as not sent, never silently dropped
 
 sys.path.insert(0, str(REPO))
-from benchmarks.bench_stack import ServeStack, model_shape, real_listings  # noqa: E402
+from benchmarks.bench_stack import ServeStack, model_shape, ray_serve_env, real_listings  # noqa: E402
 
 SHED_LIMIT = 0.01  # capacity: the highest offered rate with fewer than 1% of requests not answered 200
 
@@ -303,7 +303,7 @@ def ramp(options, stages: list[float], *, inference_log: bool) -> dict:
             "load_ended_at_t": load_end_t,
             "autoscaling": autoscaling_summary(sampler.timeline, config, load_end_t),
             "model": model_shape(stack.model),
-            "ray_serve_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")},
+            "ray_serve_env": ray_serve_env(),
             "listings_rejected_by_the_api": rejected,
             "inference_log": inference_log,
         }

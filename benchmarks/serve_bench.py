@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import real_champion  # noqa: E402
-from benchmarks.bench_stack import ServeStack, model_shape, real_listings, write_bodies  # noqa: E402
+from benchmarks.bench_stack import ServeStack, model_shape, ray_serve_env, real_listings, write_bodies  # noqa: E402
 from benchmarks.haproxy_ingress import haproxy_ingress_env  # noqa: E402
 from rayestate import localstack  # noqa: E402
 from rayestate.schema import Listing  # noqa: E402
@@ -233,8 +233,7 @@ def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, loa
             "rounds": options.rounds,
             "baseline_workers": options.workers,
             "ingress": options.ingress,
-            # Serve's mode as the cluster started (localstack.SERVE_THROUGHPUT_ENV unless overridden).
-            "ray_serve_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("RAY_SERVE_")},
+            "ray_serve_env": ray_serve_env(),
             "serve_config": str(Path(options.serve_config).resolve()).removeprefix(f"{REPO}/"),
         },
     }
