@@ -27,8 +27,15 @@ them in). Prints ONE JSON object:
 
     .venv/bin/python benchmarks/scale_bench.py --sizes 100k,500k [--parity 500k] [--workdir DIR]
 
-``--parity SIZE`` also runs SIZE with the data-parallel path forced off and forced on, and reports
-both models' quality on the real test rows (``parity``). The 2.2M and 10M sizes need a quiet machine
+``--parity SIZE`` checks the data-parallel fit against the one-process fit on the same rows: SIZE
+runs with the data-parallel path forced on (or the size's run is reused if it was data-parallel),
+then this process reads that run's clean batches, splits them with the same hash and refits its
+training and validation rows in one process with the registered model's parameters, rounds and bag
+size (ray_jobs.fit.refit, the one-process path's own final fit), twice with different seeds. Both
+refits and the data-parallel model are scored on the real test rows (``parity``): the difference
+between the paths is read against the difference between the two seeds (``seed_noise``). Comparing
+whole pipeline runs instead would mix in the search's run-to-run variation (time-budgeted Tune on
+2 cores), which is larger than what is being measured. The 2.2M and 10M sizes need a quiet machine
 and most of an hour each; see README "Scaling".
 """
 
@@ -270,6 +277,12 @@ def run_size(rows: int, data: Path, root: Path, args, *, env_extra: dict | None 
             quality = {"mdape": round(metrics["mdape"], 4), "r2_log": round(metrics["r2_log"], 4)}
             quality["data_parallel"] = bool(model.meta.get("data_parallel"))
             quality["training_rows"] = model.meta.get("training_rows")
+            quality["model"] = {
+                "trees": sum(b.num_boosted_rounds() for b in model.boosters),
+                "rounds": model.boosters[0].num_boosted_rounds(),
+                "bag_size": len(model.boosters),
+                "params": model.meta.get("params"),
+            }
     return {
         "rows": rows,
         "seconds": round(seconds, 1),
@@ -278,9 +291,47 @@ def run_size(rows: int, data: Path, root: Path, args, *, env_extra: dict | None 
         "rows_per_second": round(rows / seconds, 1),
         **quality,
         "rows_ingested": summary.get("rows_ingested"),
+        "batches": summary.get("batches"),
         "api_batches": batches,
         "outcome": summary.get("outcome"),
         "nodes": nodes,
+    }
+
+
+def refit_parity(run: dict, root: Path, *, seed: int) -> dict:
+    """The data-parallel model of ``run`` against one-process refits of its rows (see the module's docstring)."""
+    from ray_jobs.fit import refit
+    from ray_jobs.split import split_frame
+    from rayestate import store
+    from rayestate.settings import Settings
+
+    if not run.get("data_parallel"):
+        raise RuntimeError(f"the parity run did not train data-parallel: {run}")
+    settings = Settings(state_dir=root / "state")
+    splits = split_frame(store.read_frame(settings, "clean", run["batches"]))
+    rows = pd.concat([splits.train, splits.valid], ignore_index=True)
+    test, _ = held_out_rows(pd.read_parquet(SAMPLE))
+    fitted = run["model"]
+    refits = []
+    for refit_seed in (seed, seed + 1):
+        started = time.monotonic()
+        model = refit(
+            rows, fitted["params"], fitted["rounds"], seed=refit_seed, nthread=os.cpu_count(),
+            bag_size=fitted["bag_size"], augment=settings.augment_missing_sizes, comparables_rows=1,
+        )  # fmt: skip
+        metrics = evaluate(model, test)
+        refits.append({
+            "seed": refit_seed, "mdape": round(metrics["mdape"], 4), "r2_log": round(metrics["r2_log"], 4),
+            "fit_seconds": round(time.monotonic() - started, 1),
+        })  # fmt: skip
+    return {
+        "rows": run["rows"],
+        "fit_rows": {"data_parallel": run["training_rows"], "one_process": len(rows)},
+        "model": {k: v for k, v in fitted.items() if k != "params"},
+        "data_parallel": {"mdape": run["mdape"], "r2_log": run["r2_log"], "fit_seconds": run["stages"].get("fit")},
+        "one_process": refits,
+        "mdape_difference": round(run["mdape"] - refits[0]["mdape"], 4),
+        "seed_noise": round(abs(refits[0]["mdape"] - refits[1]["mdape"]), 4),
     }
 
 
@@ -305,20 +356,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[scale] {rows:,} rows: {json.dumps(results[str(rows)])}", file=sys.stderr, flush=True)
     parity = None
     if args.parity:
-        data = resample(pool, args.parity, workdir / f"resampled-{args.parity}.parquet", seed=args.seed)
-        forced = {
-            "one_process": {"RAYESTATE_DATA_PARALLEL_MIN_ROWS": str(10**12)},
-            "data_parallel": {"RAYESTATE_DATA_PARALLEL_MIN_ROWS": "1"},
-        }
-        parity = {"rows": args.parity}
-        for name, env in forced.items():
-            done = results.get(str(args.parity))
-            if done is not None and done.get("data_parallel") == (name == "data_parallel"):
-                run = done  # that size already ran this way
-            else:
-                run = run_size(args.parity, data, workdir / f"parity-{name}", args, env_extra=env)
-            parity[name] = {k: run.get(k) for k in ("mdape", "r2_log", "seconds", "peak_rss_gib", "data_parallel")}
-        parity["mdape_difference"] = round(parity["data_parallel"]["mdape"] - parity["one_process"]["mdape"], 4)
+        run = results.get(str(args.parity))
+        if run is None or not run.get("data_parallel"):
+            data = resample(pool, args.parity, workdir / f"resampled-{args.parity}.parquet", seed=args.seed)
+            forced = {"RAYESTATE_DATA_PARALLEL_MIN_ROWS": "1"}
+            run = run_size(args.parity, data, workdir / f"parity-{args.parity}", args, env_extra=forced)
+            root = workdir / f"parity-{args.parity}"
+        else:
+            root = workdir / f"run-{args.parity}"
+        parity = refit_parity(run, root, seed=args.seed)
+        print(f"[scale] parity: {json.dumps(parity)}", file=sys.stderr, flush=True)
     seconds = {int(k): v["seconds"] for k, v in results.items()}
     growth = None
     if 500_000 in seconds and SIZES["2.2M"] in seconds:

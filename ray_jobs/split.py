@@ -40,19 +40,37 @@ class Splits(NamedTuple):
     calibration: pd.DataFrame
 
 
-def _canonical(column: pd.Series, numeric: bool) -> pd.Series:
-    """Text form of a column that is the same however the value was read (601, 601.0, '601.0')."""
+def _canonical(column: pd.Series, numeric: bool) -> np.ndarray:
+    """Text form of a column that is the same however the value was read (601, 601.0, '601.0').
+
+    Each distinct value is formatted once (a column of a million rows has a few thousand distinct
+    values), which is what makes hashing a block cheap; the texts are those of formatting every value.
+    """
     if numeric:
-        values = pd.to_numeric(column, errors="coerce").astype("float64")
-        return values.map(repr).where(values.notna(), "")
-    return column.astype("object").map(lambda v: "" if v is None or v is pd.NA or v != v else str(v).strip())
+        values = pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
+        codes, uniques = pd.factorize(values)
+        texts = np.array([repr(v) for v in uniques.tolist()] + [""], dtype=object)[codes]  # code -1 (missing) -> ""
+        texts[(values == 0) & np.signbit(values)] = "-0.0"  # factorize takes -0.0 for 0.0
+        return texts
+    if pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):  # mixed: 1 and 1.0 differ here
+        return column.astype("object").map(_text).to_numpy(dtype=object)
+    codes, uniques = pd.factorize(column)
+    return np.array([_text(v) for v in uniques.tolist()] + [""], dtype=object)[codes]
+
+
+def _text(value) -> str:
+    return "" if value is None or value is pd.NA or value != value else str(value).strip()
 
 
 def row_keys(df: pd.DataFrame) -> np.ndarray:
-    """sha256 hex digest of each row's identity columns (missing columns raise KeyError)."""
-    parts = [_canonical(df[c], c in NUMERIC_COLUMNS) for c in IDENTITY_COLUMNS]
-    joined = parts[0].str.cat(parts[1:], sep="\x1f")
-    return np.array([hashlib.sha256(f"{SPLIT_SALT}\x1e{text}".encode()).hexdigest() for text in joined], dtype=object)
+    """sha256 hex digest of each row's identity columns (missing columns raise KeyError).
+
+    The digest is of ``SPLIT_SALT``, "\\x1e", then the columns' texts joined by "\\x1f": part of the data contract.
+    """
+    parts = [_canonical(df[c], c in NUMERIC_COLUMNS).tolist() for c in IDENTITY_COLUMNS]
+    prefix, sha256 = f"{SPLIT_SALT}\x1e", hashlib.sha256
+    digests = [sha256((prefix + "\x1f".join(texts)).encode()).hexdigest() for texts in zip(*parts, strict=True)]
+    return np.array(digests, dtype=object)
 
 
 def assign_splits(

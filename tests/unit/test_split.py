@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,3 +68,23 @@ def test_test_set_does_not_depend_on_the_validation_fraction(listings):
 def test_bad_fractions_are_refused(listings, valid, test):
     with pytest.raises(ValueError, match="bad split fractions"):
         assign_splits(listings.head(3), valid_fraction=valid, test_fraction=test)
+
+
+def test_the_key_is_the_digest_of_the_salted_texts_whatever_the_column_types():
+    """The key is part of the data contract: sha256 of the salt and each identity column's text, as written here."""
+    rows = pd.DataFrame({
+        "brokered_by": [5.0, -0.0, None], "status": ["sold", "for_sale", "sold"], "price": [1.0, 2.0, 3.0],
+        "bed": [3.0, 0.0, np.nan], "bath": [2.0, 2.0, 1.5], "acre_lot": [0.2, 0.25, np.nan],
+        "street": [11.0, 11.0, 7.0], "city": pd.Series([" Tampa ", None, "Ponce"], dtype="str"),
+        "state": pd.Series(["Florida", "Florida", 1], dtype="object"),  # mixed types keep their own text
+        "zip_code": [601.0, 601.0, None], "house_size": [1500.0, np.nan, 900.0],
+        "prev_sold_date": pd.Series([None, "2020-01-02", 1.0], dtype="object"),
+    })  # fmt: skip
+    texts = [
+        "5.0\x1f3.0\x1f2.0\x1f0.2\x1f11.0\x1fTampa\x1fFlorida\x1f601.0\x1f1500.0\x1f",
+        "-0.0\x1f0.0\x1f2.0\x1f0.25\x1f11.0\x1f\x1fFlorida\x1f601.0\x1f\x1f2020-01-02",
+        "\x1f\x1f1.5\x1f\x1f7.0\x1fPonce\x1f1\x1f\x1f900.0\x1f1.0",
+    ]
+    expected = [hashlib.sha256(f"rayestate-split-v1\x1e{text}".encode()).hexdigest() for text in texts]
+    assert list(row_keys(rows)) == expected
+    assert list(row_keys(rows.iloc[[2, 0]])) == [expected[2], expected[0]]
