@@ -310,18 +310,25 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def ray_env(settings: Settings) -> dict[str, str]:
-    """Environment for Ray processes: token auth on, Serve's throughput mode, the local Prometheus,
-    every RAYESTATE_* setting.
+def ray_process_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every Ray process the product starts runs under (`make up`, LocalCluster).
 
-    This interpreter's bin dir goes first on PATH: a Ray Job's entrypoint (`python -m
+    Serve's throughput mode as a default under ``base`` (this process's environment when None),
+    token auth on, and this interpreter's bin dir first on PATH: a Ray Job's entrypoint (`python -m
     ray_jobs.pipeline`) runs in a shell under the head, and must find this venv's python, not
     whatever `python` the user's shell had first (the venv is seldom activated for `make up`).
+    """
+    env = {**SERVE_THROUGHPUT_ENV, **(os.environ if base is None else base), "RAY_AUTH_MODE": "token"}
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    return env
+
+
+def ray_env(settings: Settings) -> dict[str, str]:
+    """Environment for `make up`'s Ray: ray_process_env, the local Prometheus, every RAYESTATE_* setting.
+
     The dashboard reads RAY_PROMETHEUS_HOST (its metrics views and Prometheus health check).
     """
-    env = {**SERVE_THROUGHPUT_ENV, **os.environ}
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
-    env["RAY_AUTH_MODE"] = "token"
+    env = ray_process_env()
     env["RAY_PROMETHEUS_HOST"] = f"http://{settings.bind_host}:{settings.prometheus_port}"
     env.update(settings_env(settings))
     return env
@@ -380,8 +387,7 @@ class LocalCluster:
 
     def start(self, timeout: float = 300.0) -> LocalCluster:
         """Start the head, then each worker node, and wait until all of them are alive."""
-        env = {**SERVE_THROUGHPUT_ENV, **(self.env or os.environ), "RAY_AUTH_MODE": "token"}
-        env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])  # jobs' `python` is this venv's
+        env = ray_process_env(self.env or None)
         ensure_ray_token()
         self.temp_dirs = [Path(tempfile.mkdtemp(prefix="rayestate-node-")) for _ in range(self.nodes)]
         head = ray_head_command(

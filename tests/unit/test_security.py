@@ -173,6 +173,19 @@ def test_ray_processes_get_token_auth_even_if_the_caller_disabled_it(default_set
     assert ray_env(default_settings)["RAY_AUTH_MODE"] == "token"
 
 
+def test_every_ray_the_product_starts_gets_one_environment():
+    """`make up` (ray_env) and the tests' and benchmarks' clusters (LocalCluster) share ray_process_env."""
+    from rayestate.localstack import BIN, SERVE_THROUGHPUT_ENV, ray_process_env
+
+    caller = {"PATH": "/usr/bin", "RAY_AUTH_MODE": "disabled", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "KEEP": "1"}
+    env = ray_process_env(caller)
+    assert env["RAY_AUTH_MODE"] == "token"  # never off
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"  # Serve's mode is a default the caller may override
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == SERVE_THROUGHPUT_ENV["RAY_SERVE_ENABLE_DIRECT_INGRESS"]
+    assert env["PATH"].split(os.pathsep) == [str(BIN), "/usr/bin"]  # a job's `python` is this venv's
+    assert env["KEEP"] == "1" and caller["PATH"] == "/usr/bin"  # the caller's mapping is not modified
+
+
 AUTH_MODE_SETTING = re.compile(r"RAY_AUTH_MODE[\"'\]]*\s*(?:[:=,]|\?=)\s*[\"']?(\w+)")
 
 
