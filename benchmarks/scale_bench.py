@@ -63,6 +63,7 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.bench_stack import model_shape  # noqa: E402
 from benchmarks.real_data import SAMPLE, TRAIN_ROWS, held_out_rows  # noqa: E402
 from ray_jobs.evaluate import evaluate  # noqa: E402
 from rayestate import localstack  # noqa: E402
@@ -277,12 +278,7 @@ def run_size(rows: int, data: Path, root: Path, args, *, env_extra: dict | None 
             quality = {"mdape": round(metrics["mdape"], 4), "r2_log": round(metrics["r2_log"], 4)}
             quality["data_parallel"] = bool(model.meta.get("data_parallel"))
             quality["training_rows"] = model.meta.get("training_rows")
-            quality["model"] = {
-                "trees": sum(b.num_boosted_rounds() for b in model.boosters),
-                "rounds": model.boosters[0].num_boosted_rounds(),
-                "bag_size": len(model.boosters),
-                "params": model.meta.get("params"),
-            }
+            quality["model"] = {**model_shape(model), "params": model.meta.get("params")}
     return {
         "rows": rows,
         "seconds": round(seconds, 1),

@@ -58,6 +58,7 @@ SPLIT_SHARES = {
 }
 #: Rows per batch in Ray Data tasks: big enough for vectorised pandas, small enough for many tasks.
 BATCH_ROWS = 50_000
+#: Rows per batch when taking the transform's sums: larger, so a key's rows meet in fewer batches.
 STATS_BATCH_ROWS = 200_000
 BOOSTERS_DIR = "boosters"
 
@@ -114,8 +115,8 @@ def _block_stats(batch: pd.DataFrame) -> pd.DataFrame:
 def fit_transform_stats(rows) -> pd.DataFrame:
     """encoding_stats of every row of a Ray Dataset, added up by Ray Data (one row per encoding, fold, key, parent)."""
     keys = list(STATS_COLUMNS[:4])
-    # Batches of STATS_BATCH_ROWS: a key's rows meet in fewer batches, so fewer partial sums reach the
-    # shuffle (at 400k resampled rows: 0.8M partial rows instead of 1.5M, and 28% less time to sum them).
+    # Fewer, larger batches give fewer partial sums to shuffle: at 400k resampled rows 0.8M partial
+    # rows instead of 1.5M, and 28% less time computing them (the whole step at 2.2M: 59 s -> 48 s).
     per_block = rows.map_batches(_block_stats, batch_format="pandas", batch_size=STATS_BATCH_ROWS)
     totals = per_block.groupby(keys).sum(["sum", "count"]).to_pandas()
     totals = totals.rename(columns={"sum(sum)": "sum", "sum(count)": "count"})

@@ -48,14 +48,18 @@ def _canonical(column: pd.Series, numeric: bool) -> np.ndarray:
     """
     if numeric:
         values = pd.to_numeric(column, errors="coerce").astype("float64").to_numpy()
-        codes, uniques = pd.factorize(values)
-        texts = np.array([repr(v) for v in uniques.tolist()] + [""], dtype=object)[codes]  # code -1 (missing) -> ""
+        texts = _each_distinct(values, repr)
         texts[(values == 0) & np.signbit(values)] = "-0.0"  # factorize takes -0.0 for 0.0
         return texts
     if pd.api.types.infer_dtype(column, skipna=True) not in ("string", "empty"):  # mixed: 1 and 1.0 differ here
         return column.astype("object").map(_text).to_numpy(dtype=object)
-    codes, uniques = pd.factorize(column)
-    return np.array([_text(v) for v in uniques.tolist()] + [""], dtype=object)[codes]
+    return _each_distinct(column, _text)
+
+
+def _each_distinct(values, text) -> np.ndarray:
+    """``text`` of every value, called once per distinct value; missing values (factorize's -1) are ""."""
+    codes, uniques = pd.factorize(values)
+    return np.array([text(v) for v in uniques.tolist()] + [""], dtype=object)[codes]
 
 
 def _text(value) -> str:
