@@ -117,3 +117,9 @@ async def explain(listing: Listing, request: Request) -> ExplainResponse:
         **result, coverage=settings.interval_coverage, model_version=state["version"],
         model_alias=settings.model_alias, request_id=uuid.uuid4().hex,
     )  # fmt: skip
+
+
+@app.get("/health")
+async def health() -> dict:
+    """As the Serve app's: no model, no second hop (serve_bench measures each system's floor with it)."""
+    return {"status": "ok"}

@@ -13,7 +13,9 @@ prints ONE JSON object:
 Keys: predict.ratio / explain.ratio (Serve / baseline requests/s at 16 connections), per-concurrency
 requests/s, p50, p99 and CPU ms per request for both systems (``extra_cpu_ms_per_request``: what
 Serve spends beyond the baseline on each request, the part no model change removes),
-batch_1000_p50_ms (/predict/batch of 1,000 real listings), explain_p50_ms_c1,
+batch_1000_p50_ms (/predict/batch of 1,000 real listings), explain_p50_ms_c1, floor (GET /health on
+both systems at 16 connections: Serve's request path with no model, and the predict/explain ratios
+it caps),
 predict_one_in_process_ms (one listing through predict_rows, no HTTP, one thread),
 failed_requests, model {trees, max_depth, bag_size}. Load averages before and after are included.
 """
@@ -37,7 +39,6 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import real_champion  # noqa: E402
 from benchmarks.bench_stack import ServeStack, model_shape, ray_serve_env, real_listings, write_bodies  # noqa: E402
-from benchmarks.haproxy_ingress import haproxy_ingress_env  # noqa: E402
 from rayestate import localstack  # noqa: E402
 from rayestate.schema import Listing  # noqa: E402
 from serve_app.inference import predict_rows  # noqa: E402
@@ -50,12 +51,15 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # --- measuring -----------------------------------------------------------------------------------
 
 
-def wrk(url: str, bodies: Path, concurrency: int, duration: int) -> dict:
+def wrk(url: str, bodies: Path | None, concurrency: int, duration: int) -> dict:
+    """A closed-loop wrk run: POSTs the bodies in turn, or GETs the URL when there are none."""
     command = [
         shutil.which("wrk") or "wrk", f"-t{min(concurrency, 2)}", f"-c{concurrency}", f"-d{duration}s",
         "--timeout", "30s", "-s", str(WRK_SCRIPT), url,
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "WRK_BODIES": str(bodies)})
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "WRK_BODIES": str(bodies or "")}
+    )
     line = next((x for x in result.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {result.stdout[-500:]} {result.stderr[-500:]}")
@@ -98,7 +102,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
-def measured(url: str, bodies: Path, concurrency: int, duration: int, processes) -> dict:
+def measured(url: str, bodies: Path | None, concurrency: int, duration: int, processes) -> dict:
     """One wrk run plus the CPU the system's processes (``processes()`` lists them) spent on it, per request."""
     pids = processes()
     before = cpu_seconds(pids)
@@ -108,8 +112,11 @@ def measured(url: str, bodies: Path, concurrency: int, duration: int, processes)
     return {**result, "cpu_ms_per_request": 1000 * spent / max(result["requests"], 1)}
 
 
-def drain(url: str, bodies: Path) -> None:
+def drain(url: str, bodies: Path | None) -> None:
     """Wait until requests a finished wrk run left in flight are answered, so runs don't overlap."""
+    if bodies is None:
+        httpx.get(url, timeout=300)
+        return
     body = bodies.read_text().splitlines()[0]
     httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=300)
 
@@ -179,7 +186,7 @@ def main() -> None:
         haproxy_dir.mkdir(exist_ok=True)
         ports = {"stats_port": localstack.free_port(), "metrics_port": localstack.free_port(),
                  "fallback_port": localstack.free_port()}  # fmt: skip
-        ray_env = haproxy_ingress_env(haproxy_dir, **ports)
+        ray_env = localstack.haproxy_ingress_env(haproxy_dir, **ports)
     ray_env.update(item.split("=", 1) for item in options.ray_env)
     baseline = None
     try:
@@ -200,6 +207,8 @@ def main() -> None:
             cases = [("predict", "/predict", predict_file, c) for c in concurrencies]
             cases += [("explain", "/explain", predict_file, c) for c in concurrencies]
             cases += [("batch_1000", "/predict/batch", batch_file, 1)]
+            # Each system's floor: GET /health answers from the ingress alone (no model, no second hop).
+            cases += [("health", "/health", None, HEADLINE_CONCURRENCY)]
             for url, _ in systems.values():  # warm-up: first calls, batch queues, caches
                 for _, path, bodies_file, _ in cases:
                     wrk(url + path, bodies_file, 4, 2)
@@ -262,12 +271,33 @@ def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, loa
     report["explain_p50_ms_c1"] = (
         report["explain"]["by_concurrency"]["1"]["serve"]["p50_ms"] if 1 in concurrencies else None
     )
+    report["floor"] = _floor(runs, report)
     report["predict_one_in_process_ms"] = one_ms
     report["failed_requests"] = sum(r["failed"] for key, rs in runs.items() if key[2] == "serve" for r in rs)
     report["baseline_failed_requests"] = sum(
         r["failed"] for key, rs in runs.items() if key[2] == "baseline" for r in rs
     )
     return report
+
+
+def _floor(runs, report) -> dict:
+    """What a request costs each system with no model work at all, and the ratios it caps.
+
+    Serve's /health crosses the HTTP proxy and the ingress replica (Serve's request path) but no
+    model: its requests/s bound any endpoint's, so against the baseline's /predict and /explain it
+    is the highest ratio those endpoints could reach if the model were free.
+    """
+    serve, baseline = (
+        summarize(runs[("health", HEADLINE_CONCURRENCY, "serve")]),
+        summarize(runs[("health", HEADLINE_CONCURRENCY, "baseline")]),
+    )
+    at = str(HEADLINE_CONCURRENCY)
+    ceilings = {
+        f"{endpoint}_ratio_ceiling": round(serve["rps"] / report[endpoint]["by_concurrency"][at]["baseline"]["rps"], 3)
+        for endpoint in ("predict", "explain")
+    }
+    return {"concurrency": HEADLINE_CONCURRENCY, "serve": serve, "baseline": baseline, **ceilings,
+            "extra_cpu_ms_per_request": round(serve["cpu_ms_per_request"] - baseline["cpu_ms_per_request"], 2)}  # fmt: skip
 
 
 if __name__ == "__main__":

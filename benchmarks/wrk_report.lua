@@ -1,14 +1,21 @@
 -- wrk script for benchmarks/serve_bench.py: POSTs JSON bodies read from $WRK_BODIES (one per
--- line, sent round-robin) and prints one machine-readable summary line when the run is done.
+-- line, sent round-robin), or GETs the URL when $WRK_BODIES is empty, and prints one
+-- machine-readable summary line when the run is done.
 local bodies = {}
-for line in io.lines(os.getenv("WRK_BODIES")) do
-  bodies[#bodies + 1] = line
+local source = os.getenv("WRK_BODIES") or ""
+if source ~= "" then
+  for line in io.lines(source) do
+    bodies[#bodies + 1] = line
+  end
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
 end
 local next_body = 0
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
 
 request = function()
+  if #bodies == 0 then
+    return wrk.format("GET")
+  end
   next_body = next_body % #bodies + 1
   return wrk.format(nil, nil, nil, bodies[next_body])
 end

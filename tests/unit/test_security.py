@@ -186,6 +186,29 @@ def test_every_ray_the_product_starts_gets_one_environment():
     assert env["KEEP"] == "1" and caller["PATH"] == "/usr/bin"  # the caller's mapping is not modified
 
 
+def test_the_haproxy_ingress_is_opt_in_and_leaves_the_users_haproxy_settings_alone(tmp_path, monkeypatch):
+    """serve_ingress=proxy (the default) starts Ray without HAProxy; haproxy adds its variables under
+    the user's own, with its sockets in a short directory only this user can enter (a unix socket
+    path holds 107 characters and Ray goes 70 below it); a longer one is refused, naming why."""
+    from rayestate.localstack import HAPROXY_DIR_MAX_CHARS, haproxy_ingress_env, ray_env
+    from rayestate.settings import load_settings
+
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in ray_env(load_settings(state_dir=tmp_path))
+    env = ray_env(load_settings(state_dir=tmp_path, serve_ingress="haproxy"))
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"  # the user's value wins
+    runtime_dir = Path(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]).parent
+    assert runtime_dir.is_dir() and runtime_dir.stat().st_mode & 0o777 == 0o700
+    assert len(str(runtime_dir)) + 1 + 56 + 1 + len("metrics.sock") <= 107  # Ray's node id is 56 characters
+    assert Path(env["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"]).parent == runtime_dir
+    with pytest.raises(ValueError, match="unix socket paths"):
+        haproxy_ingress_env(Path("/tmp") / ("x" * HAPROXY_DIR_MAX_CHARS))
+    with pytest.raises(ValueError, match="serve_ingress"):
+        load_settings(state_dir=tmp_path, serve_ingress="nginx")
+
+
 AUTH_MODE_SETTING = re.compile(r"RAY_AUTH_MODE[\"'\]]*\s*(?:[:=,]|\?=)\s*[\"']?(\w+)")
 
 

@@ -1,0 +1,82 @@
+"""The opt-in HAProxy ingress (``RAYESTATE_SERVE_INGRESS=haproxy``) on a Ray cluster of its own.
+
+Serve reads the variables when its controller starts, so the session's shared cluster (Serve's
+Python proxy, the default) cannot show it: this test starts a one-node cluster the way `make up`
+starts one with the setting on (localstack.haproxy_ingress_env under ray_process_env), deploys the
+real app on the test champion and prices a listing through HAProxy. What it pins down is the
+exposure the README states: the API's port and the replicas' own HTTP ports listen on loopback
+only, and what Ray 2.60 opens on every interface is HAProxy's stats page and Prometheus exporter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from rayestate import localstack
+from tests.support.load import LISTING
+from tests.support.serve import serve_test_config
+
+#: Ray 2.60's range for the replicas' own HTTP servers (RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT).
+REPLICA_HTTP_PORTS = range(30000, 31001)
+LISTEN = re.compile(r"^LISTEN\s+\S+\s+\S+\s+(\S+):(\d+)\s.*users:\(\(\"([^\"]+)\",pid=(\d+)")
+
+
+def listeners() -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP listener on the machine (`ss`, from iproute2)."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        match = LISTEN.match(line.strip())
+        if match:
+            found.append((match[1].strip("[]"), int(match[2]), match[3]))
+    return found
+
+
+def haproxy_processes(runtime_dir: Path) -> list[str]:
+    """HAProxy processes running on a config under runtime_dir."""
+    out = subprocess.run(["pgrep", "-af", "haproxy"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(runtime_dir) in line]
+
+
+def test_the_haproxy_ingress_prices_through_haproxy_and_keeps_the_api_on_loopback(champion, tmp_path):
+    runtime_dir = Path(tempfile.mkdtemp(prefix="rehap-"))  # short: Ray puts unix sockets 70 characters below it
+    ports = {name: localstack.free_port() for name in ("stats_port", "metrics_port", "fallback_port")}
+    env = {**os.environ, **localstack.haproxy_ingress_env(runtime_dir, **ports)}
+    api_port = localstack.free_port()
+    try:
+        with localstack.LocalCluster(tmp_path / "cluster", head_cpus=1, worker_cpus=(), env=env) as cluster:
+            config = serve_test_config(champion, port=api_port, state_dir=tmp_path / "state")
+            localstack.deploy_serve(cluster.dashboard_url, config)
+            url = f"http://{localstack.LOOPBACK}:{api_port}"
+            localstack.wait_ready(url, timeout=300)
+
+            answer = httpx.post(f"{url}/predict", json=LISTING, timeout=60)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["price"] > 0 and answer.json()["model_version"] == champion.version
+
+            bound = listeners()
+            on_api_port = {(address, name) for address, port, name in bound if port == api_port}
+            assert on_api_port == {("127.0.0.1", "haproxy")}, on_api_port  # HAProxy answers, on loopback only
+            replica_http = [(address, port) for address, port, name in bound if port in REPLICA_HTTP_PORTS]
+            assert replica_http, "no replica HTTP server (direct ingress) is listening"
+            assert {address for address, _ in replica_http} == {"127.0.0.1"}, replica_http
+            everywhere = {
+                port for address, port, name in bound if name == "haproxy" and address in ("0.0.0.0", "*", "::")
+            }
+            assert everywhere == {ports["stats_port"], ports["metrics_port"]}, everywhere
+            assert haproxy_processes(runtime_dir)
+        # Stopping the cluster (as `make down` stops the head's process group) stops HAProxy too.
+        deadline = time.monotonic() + 30
+        while haproxy_processes(runtime_dir) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not haproxy_processes(runtime_dir)
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
