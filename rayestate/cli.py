@@ -68,7 +68,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if pid:
             started["ui"] = pid
             services.save_record(settings, record)
-    _print_urls(settings)
+    _print_urls(settings, env)
     return 0
 
 
@@ -80,7 +80,8 @@ def _champion_version(settings: Settings) -> str | None:
     return champion.version if champion else None
 
 
-def _print_urls(settings: Settings) -> None:
+def _print_urls(settings: Settings, env: dict[str, str]) -> None:
+    """The stack's URLs; ``env`` is Ray's (ray_env): HAProxy's stats port is whatever it set."""
     print(
         "\nRay Estate is up:\n"
         f"  Ray dashboard    {settings.ray_dashboard_url}   (token: ~/.ray/auth_token)\n"
@@ -90,7 +91,7 @@ def _print_urls(settings: Settings) -> None:
         f"  Predict API      {settings.api_url}/docs\n"
         f"  UI               http://{settings.bind_host}:{settings.ui_port}\n"
         + (
-            f"  HAProxy stats    http://{settings.bind_host}:{localstack.HAPROXY_STATS_PORT}/stats   (on all interfaces)\n"
+            f"  HAProxy stats    http://{settings.bind_host}:{env.get('RAY_SERVE_HAPROXY_STATS_PORT')}/stats   (on all interfaces)\n"
             if settings.serve_ingress == "haproxy"
             else ""
         )

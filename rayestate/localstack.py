@@ -83,21 +83,31 @@ def start_process(argv: list[str], log_path: Path, *, env: dict | None = None) -
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True)
 
 
-def kill_group(pid: int, timeout: float = 30.0) -> bool:
-    """SIGTERM the process group, then SIGKILL after ``timeout``. True if anything was running."""
+def _terminate(send, running, timeout: float) -> None:
+    """``send(SIGTERM)``; if ``running()`` stays true for ``timeout`` seconds, ``send(SIGKILL)``."""
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while running():
+        if time.monotonic() > deadline:
+            send(signal.SIGKILL)
+            return
+        time.sleep(0.2)
+
+
+def _signal_group(pid: int, sig: int) -> bool:
+    """Send ``sig`` to the process group ``pid`` (0 probes it); False if the group is gone."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.3)
-    with suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def kill_group(pid: int, timeout: float = 30.0) -> bool:
+    """SIGTERM the process group, then SIGKILL after ``timeout``. True if anything was running."""
+    if not _signal_group(pid, 0):
+        return False
+    _terminate(lambda sig: _signal_group(pid, sig), lambda: _signal_group(pid, 0), timeout)
     return True
 
 
@@ -374,13 +384,20 @@ def haproxy_ingress_env(
 
 
 def haproxy_runtime_dir() -> Path:
-    """This user's directory for HAProxy's sockets and config: short (see HAPROXY_DIR_MAX_CHARS), private."""
-    runtime_dir = Path(tempfile.gettempdir()) / f"rayestate-haproxy-{os.getuid()}"
-    runtime_dir.mkdir(mode=0o700, exist_ok=True)
-    status = runtime_dir.stat()
+    """This user's directory for HAProxy's sockets and config: short (see HAPROXY_DIR_MAX_CHARS).
+
+    Only the path: stopping looks there, and :func:`private_dir` makes it before Ray starts.
+    """
+    return Path(tempfile.gettempdir()) / f"rayestate-haproxy-{os.getuid()}"
+
+
+def private_dir(directory: Path) -> Path:
+    """``directory``, made if missing, checked to belong to this user alone (it will hold an admin socket)."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    status = directory.stat()
     if status.st_uid != os.getuid() or status.st_mode & 0o077:
-        raise PermissionError(f"{runtime_dir} must belong to this user alone (it holds HAProxy's admin socket)")
-    return runtime_dir
+        raise PermissionError(f"{directory} must belong to this user alone (it holds HAProxy's admin socket)")
+    return directory
 
 
 def stop_haproxy(runtime_dir: Path, timeout: float = 10.0) -> int:
@@ -399,18 +416,15 @@ def stop_haproxy(runtime_dir: Path, timeout: float = 10.0) -> int:
             continue
         if argv and Path(argv[0].decode(errors="replace")).name == "haproxy" and marker.encode() in b" ".join(argv):
             pids.append(int(proc.name))
-    found = len(pids)
-    for pid in pids:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-        time.sleep(0.2)
-    for pid in pids:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return found
+
+    def send(sig: int) -> None:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    if pids:
+        _terminate(send, lambda: any(Path(f"/proc/{pid}").exists() for pid in pids), timeout)
+    return len(pids)
 
 
 def ray_env(settings: Settings) -> dict[str, str]:
@@ -422,7 +436,7 @@ def ray_env(settings: Settings) -> dict[str, str]:
     """
     env = ray_process_env()
     if settings.serve_ingress == "haproxy":
-        env = {**haproxy_ingress_env(haproxy_runtime_dir()), **env}
+        env = {**haproxy_ingress_env(private_dir(haproxy_runtime_dir())), **env}
     env["RAY_PROMETHEUS_HOST"] = f"http://{settings.bind_host}:{settings.prometheus_port}"
     env.update(settings_env(settings))
     return env
@@ -465,10 +479,12 @@ class LocalCluster:
 
     def __init__(
         self, root: Path, *, head_cpus: int = 1, worker_cpus: tuple[int, ...] = (1,),
-        object_store_bytes: int = 512 * 2**20, env: dict | None = None,
+        object_store_bytes: int = 512 * 2**20, env: dict | None = None, haproxy_dir: Path | None = None,
     ):  # fmt: skip
         self.root, self.head_cpus, self.worker_cpus = Path(root), head_cpus, worker_cpus
         self.object_store_bytes, self.env = object_store_bytes, env
+        #: The runtime dir of ``env``'s HAProxy ingress (haproxy_ingress_env), if on: stopped with the cluster.
+        self.haproxy_dir = haproxy_dir
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"{LOOPBACK}:{self.port}"
         self.dashboard_url = f"http://{LOOPBACK}:{self.dashboard_port}"
@@ -537,8 +553,8 @@ class LocalCluster:
         for process in reversed(self.processes):
             stop_process(process)
         self.processes.clear()
-        if runtime_dir := (self.env or {}).get("RAY_SERVE_HAPROXY_SERVER_STATE_BASE"):
-            stop_haproxy(Path(runtime_dir))
+        if self.haproxy_dir is not None:
+            stop_haproxy(self.haproxy_dir)
         for directory in self.temp_dirs:
             shutil.rmtree(directory, ignore_errors=True)
         self.temp_dirs = []

@@ -52,7 +52,9 @@ def test_the_haproxy_ingress_prices_through_haproxy_and_keeps_the_api_on_loopbac
     env = {**os.environ, **localstack.haproxy_ingress_env(runtime_dir, **ports)}
     api_port = localstack.free_port()
     try:
-        with localstack.LocalCluster(tmp_path / "cluster", head_cpus=1, worker_cpus=(), env=env) as cluster:
+        with localstack.LocalCluster(
+            tmp_path / "cluster", head_cpus=1, worker_cpus=(), env=env, haproxy_dir=runtime_dir
+        ) as cluster:
             config = serve_test_config(champion, port=api_port, state_dir=tmp_path / "state")
             localstack.deploy_serve(cluster.dashboard_url, config)
             url = f"http://{localstack.LOOPBACK}:{api_port}"

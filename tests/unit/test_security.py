@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,27 @@ def test_the_haproxy_ingress_is_opt_in_and_leaves_the_users_haproxy_settings_alo
         haproxy_ingress_env(Path("/tmp") / ("x" * HAPROXY_DIR_MAX_CHARS))
     with pytest.raises(ValueError, match="serve_ingress"):
         load_settings(state_dir=tmp_path, serve_ingress="nginx")
+
+
+def test_the_haproxy_dir_is_made_private_only_when_ray_starts(tmp_path, monkeypatch, capsys):
+    """Stopping (`make down`) only looks for HAProxy's dir; starting makes it and refuses one that
+    others can enter. `make up` prints the stats port Ray's environment set, the user's if theirs."""
+    from rayestate import cli
+    from rayestate.localstack import haproxy_runtime_dir, private_dir
+    from rayestate.settings import load_settings
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert not haproxy_runtime_dir().exists()  # asking for the path makes nothing
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(PermissionError, match="this user alone"):
+        private_dir(shared)
+    assert private_dir(haproxy_runtime_dir()).stat().st_mode & 0o777 == 0o700
+    cli._print_urls(
+        load_settings(state_dir=tmp_path, serve_ingress="haproxy"), {"RAY_SERVE_HAPROXY_STATS_PORT": "18404"}
+    )
+    assert ":18404/stats" in capsys.readouterr().out
 
 
 AUTH_MODE_SETTING = re.compile(r"RAY_AUTH_MODE[\"'\]]*\s*(?:[:=,]|\?=)\s*[\"']?(\w+)")
