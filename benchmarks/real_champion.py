@@ -37,7 +37,18 @@ MODEL_NAME = "rayestate-price"
 #: What decides the trained model: the data and every module on the training path.
 TRAINING_CODE = [
     *sorted((REPO / "ray_jobs").glob("*.py")),
-    *(REPO / "rayestate" / name for name in ("features.py", "model.py", "settings.py", "schema.py", "geography.py")),
+    *(
+        REPO / "rayestate" / name
+        for name in (
+            "features.py",
+            "model.py",
+            "interval.py",
+            "dense_predict.py",
+            "settings.py",
+            "schema.py",
+            "geography.py",
+        )
+    ),
 ]
 
 

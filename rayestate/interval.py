@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
+from rayestate.dense_predict import predict_dense
+
 SCALE_FILE = "scale.ubj"
 INTERVAL_FILE = "interval.json"
 #: The smallest scale (log units): a tiny predicted scale cannot blow a score up.
@@ -58,7 +60,7 @@ class PriceInterval:
 
     def scales(self, inputs: np.ndarray) -> np.ndarray:
         """s(x) per row: how far off the price model is expected to be, in log price."""
-        return np.maximum(np.exp(self.scale.inplace_predict(inputs, validate_features=False)), SCALE_FLOOR)
+        return np.maximum(np.exp(predict_dense(self.scale, inputs)), SCALE_FLOOR)
 
     def half_widths(self, inputs: np.ndarray, zip_known: np.ndarray, coverage: float) -> np.ndarray:
         """Per row, the half-width of the range in log price (q × s(x)); ``inputs`` from :func:`scale_inputs`."""

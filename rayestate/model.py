@@ -17,6 +17,7 @@ import numpy as np
 import xgboost as xgb
 
 from rayestate.comparables import ComparablesIndex
+from rayestate.dense_predict import predict_dense
 from rayestate.features import (
     CATEGORICAL_FEATURES,
     FEATURE_LABELS,
@@ -103,7 +104,7 @@ class PriceModel:
         """The model's output (mean log price of the bag) for a feature matrix (FeatureTransform.matrix)."""
         # The boosters read the float matrix as it is (categories as their training codes); a
         # DataFrame would be converted column by column on every call, for every booster of the bag.
-        outputs = [b.inplace_predict(matrix, validate_features=False) for b in self.boosters]
+        outputs = [predict_dense(b, matrix) for b in self.boosters]
         return np.mean(outputs, axis=0, dtype="float64")
 
     def predict(self, listings, keys: ListingKeys | None = None) -> np.ndarray:
