@@ -24,7 +24,15 @@ from rayestate.schema import Listing
 ARTIFACT_KEY = "price_model"
 #: The rayestate modules a loaded pyfunc model imports (shipped as its code); a test loads the
 #: model where the project is not importable, so a missing one fails there.
-MODEL_CODE = ("pyfunc.py", "model.py", "features.py", "schema.py", "comparables.py", "interval.py")
+MODEL_CODE = (
+    "pyfunc.py",
+    "model.py",
+    "features.py",
+    "schema.py",
+    "comparables.py",
+    "interval.py",
+    "dense_predict.py",
+)
 #: Third-party packages the shipped code imports, pinned to the versions it was logged with.
 MODEL_REQUIREMENTS = ("xgboost", "pandas", "numpy", "pyarrow", "pydantic")
 _COLUMN_TYPES = {float: "double", str: "string"}
