@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     serve_ingress: Literal["proxy", "haproxy"] = Field(
         "proxy",
         description="What takes HTTP to the Serve app in `make up`'s Ray: Serve's Python proxy (every port on "
-        "bind_host), or HAProxy straight to the ingress replicas (about 3x the /predict throughput; Ray 2.60 "
+        "bind_host), or HAProxy straight to the ingress replicas (2-3x the /predict throughput, measured; Ray 2.60 "
         "binds HAProxy's stats page, :8404, and Prometheus exporter, :9101, on all interfaces).",
     )
 
