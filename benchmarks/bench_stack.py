@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from benchmarks.real_data import SAMPLE, TRAIN_ROWS
 from rayestate import localstack
 from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
+from rayestate.settings import Settings
 
 
 def real_listings(limit: int | None = None) -> tuple[list[dict], int]:
@@ -47,6 +50,28 @@ def write_bodies(path: Path, bodies: list) -> Path:
     """One JSON body per line (what wrk_report.lua sends, in turn)."""
     path.write_text("".join(json.dumps(body) + "\n" for body in bodies))
     return path
+
+
+#: What can take HTTP to the Serve app, and what `make up` uses unless told otherwise.
+INGRESSES = ("proxy", "haproxy")
+DEFAULT_INGRESS = Settings.model_fields["serve_ingress"].default
+
+
+@contextmanager
+def ingress_env(ingress: str) -> Iterator[dict[str, str]]:
+    """The Ray variables for Serve's ``proxy`` (none) or ``haproxy`` ingress, on ports of their own.
+
+    HAProxy's sockets go in a short directory (a unix socket path has a length limit), removed after.
+    """
+    if ingress == "proxy":
+        yield {}
+        return
+    runtime_dir = localstack.private_dir(Path("/tmp") / f"rehap-{os.getpid()}")
+    ports = {name: localstack.free_port() for name in ("stats_port", "metrics_port", "fallback_port")}
+    try:
+        yield localstack.haproxy_ingress_env(runtime_dir, **ports)
+    finally:
+        shutil.rmtree(runtime_dir, ignore_errors=True)
 
 
 def ray_serve_env() -> dict[str, str]:

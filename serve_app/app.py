@@ -4,9 +4,10 @@
 ``args:`` become :class:`Settings` fields); ``serve_app.app:app`` is the same graph built
 from the environment, for ``serve run serve_app.app:app`` during development.
 
-The ingress only validates and routes: pydantic checks each listing, then the row goes to
-the predictor or explainer through a DeploymentHandle. Every error is JSON with a ``detail``
-and no stack trace.
+The ingress validates, prices single listings itself and routes the rest: pydantic checks each
+listing; /predict is priced in the ingress replica (a hop to another replica costs Serve more CPU
+than the prediction); /explain and /predict/batch chunks go to the explainer and predictor
+through DeploymentHandles. Every error is JSON with a ``detail`` and no stack trace.
 """
 
 import asyncio
@@ -37,7 +38,7 @@ from serve_app.contract import (
     validate_listings,
     validated_columns,
 )
-from serve_app.deployments import Explainer, Predictor
+from serve_app.deployments import NO_MODEL, Explainer, ModelReplica, Predictor, PricingReplica
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
 from serve_app.metrics import api_metrics
 from serve_app.model_report import model_report, unavailable_report
@@ -101,6 +102,8 @@ async def _answer(call: Callable[[], Awaitable[dict]], deployment: str) -> dict:
             logger.warning("a %s replica was lost mid-request (attempt %d): %s", deployment, attempt, exc)
             if attempt == REPLICA_LOST_ATTEMPTS:
                 raise HTTPException(503, f"the {deployment} replica was lost; retry shortly") from None
+    if result.get("error") == NO_MODEL:
+        raise HTTPException(503, f"no model loaded yet ({deployment}); retry shortly")
     if "error" in result:
         raise HTTPException(500, f"the {deployment} failed on this listing: {result['error']}")
     return result
@@ -118,12 +121,16 @@ def _request_id(request: Request) -> str:
 
 @serve.deployment(name="Api")
 @serve.ingress(api)
-class Api:
+class Api(PricingReplica):
+    """The ingress: a model replica too, so a single listing is priced without a hop."""
+
     # No `from __future__ import annotations` here: FastAPI must see real types on these methods.
-    def __init__(self, predictor: DeploymentHandle, explainer: DeploymentHandle, settings: Settings):
+    async def __init__(self, predictor: DeploymentHandle, explainer: DeploymentHandle, settings: Settings):
+        # Loads the champion and follows its alias as the predictors do, but starts without one:
+        # /ready must be able to say why nothing is served, and /predict answers 503 until then.
+        await super().__init__(settings, require_model=False)
         self._predictor = predictor
         self._explainer = explainer
-        self._settings = settings
         self._report = None  # (monotonic time, ModelReport)
         fail_fast_mlflow()  # /model reads the registry: a down MLflow must answer fast, not after retries
         set_max_body_bytes(settings.max_request_bytes)
@@ -142,15 +149,16 @@ class Api:
                 endpoint=endpoint, latency_ms=latency_ms,
             )  # fmt: skip
 
-    def reconfigure(self, config: dict) -> None:
+    async def reconfigure(self, config: dict) -> None:
         """user_config from serve_config.yaml (applied without a restart)."""
+        await super().reconfigure(config)
         self._batch_chunk_rows = int(config.get("batch_chunk_rows", DEFAULT_BATCH_CHUNK_ROWS))
 
     # --- predictions -------------------------------------------------------------------
     @api.post("/predict", response_model=PredictResponse, summary="Price one listing")
     async def predict(self, listing: Listing, request: Request) -> PredictResponse:
         started, row = time.perf_counter(), listing.to_raw_row()
-        result = await _answer(lambda: self._predictor.predict.remote(row), "predictor")
+        result = await _answer(lambda: self.price_one(row), "api")
         request.state.model_version = result["model_version"]
         self._log([row], _one(result), result["model_version"], "/predict", started)
         return PredictResponse(
@@ -273,12 +281,17 @@ class Api:
     async def health(self) -> dict:
         return {"status": "ok"}
 
+    def check_health(self) -> None:
+        """Serve's health check: the ingress is healthy without a model (/ready says it has none)."""
+
     async def _statuses(self, method: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
+        """``status`` or ``reload`` of this replica's model ("api") and of one replica of each deployment."""
         calls = {
             "predictor": getattr(self._predictor, method).remote(),
             "explainer": getattr(self._explainer, method).remote(),
         }
-        results = {}
+        # This class's own ``reload`` is the HTTP route; the replica's model check is ModelReplica's.
+        results = {"api": await ModelReplica.reload(self) if method == "reload" else self.status()}
         for name, call in calls.items():
             try:
                 results[name] = await asyncio.wait_for(call, timeout_s)
@@ -300,7 +313,7 @@ class Api:
             detail = "swapping to a new model version"
         else:
             detail = "ready"
-        version = parts["predictor"].get("model_version")
+        version = parts["api"].get("model_version")  # the version /predict answers with
         request.state.model_version = version or "none"
         body = {
             "ready": ready,
@@ -317,7 +330,7 @@ class Api:
     async def reload(self) -> dict:
         # Reaches one replica of each deployment; the others pick the move up on their next poll.
         parts = await self._statuses("reload", MODEL_CALL_TIMEOUT_S)  # may download a new model
-        return {"model_version": parts["predictor"].get("model_version"), **parts}
+        return {"model_version": parts["api"].get("model_version"), **parts}
 
     @api.get(
         "/model", response_model=ModelReport, summary="Champion version, run, metrics, promotion history, drift reports"
@@ -326,7 +339,7 @@ class Api:
         now = time.monotonic()
         if self._report and now - self._report[0] < MODEL_REPORT_TTL_S:
             return self._report[1]
-        served = (await self._statuses("status"))["predictor"]
+        served = self.status()
         try:
             report = await asyncio.to_thread(model_report, self._settings, served)
         except Exception as exc:

@@ -1,9 +1,12 @@
-"""The model deployments: a predictor and an explainer, each scaling on its own.
+"""The model replicas: the predictor and explainer deployments, and the pricing the ingress shares.
 
-Explaining (TreeSHAP) costs far more than predicting, so they are separate deployments with
-their own replicas, autoscaling and batch sizes (all set in serve_config.yaml). Both batch
-concurrent single-listing requests with ``@serve.batch``: the feature transform costs about
-the same for 1 row as for 32, so batching is where the throughput comes from.
+Explaining (TreeSHAP) costs far more than predicting, so it has its own deployment with its own
+replicas, autoscaling and batch sizes (all set in serve_config.yaml). A single listing is priced
+where its request arrives: the ingress is a :class:`PricingReplica` too, because a hop to another
+replica costs Serve more CPU than the prediction itself (benchmarks/serve_bench.py). The
+predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel.
+Single-listing work is batched with ``@serve.batch``: the feature transform costs about the
+same for 1 row as for 32, so batching is where the throughput comes from.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from serve_app.metrics import reload_counter
 from serve_app.served_model import MlflowModelSource, ServedModel
 
 logger = logging.getLogger("ray.serve")
+#: What a replica without a model answers for a row.
+NO_MODEL = "no model loaded"
 
 
 def isolate_failures(compute: Callable[[list[dict]], list[dict]], rows: list[dict]) -> list[dict]:
@@ -46,11 +51,20 @@ class ModelReplica:
 
     batch_method = ""
 
-    async def __init__(self, settings: Settings):
+    async def __init__(self, settings: Settings, *, require_model: bool = True):
+        """Load the champion; without one within ``model_load_timeout_s``, fail (``require_model``).
+
+        A model replica that fails its constructor gets no traffic. The ingress passes
+        ``require_model=False``: it starts anyway, so /ready and /health can say what is wrong,
+        and keeps polling the alias.
+        """
         self._settings = settings
         self._poll_s = settings.reload_poll_s
         self._served = ServedModel(MlflowModelSource(settings), on_swap=self._count_swap)
-        await self._served.wait_until_loaded(timeout_s=settings.model_load_timeout_s)
+        if require_model:
+            await self._served.wait_until_loaded(timeout_s=settings.model_load_timeout_s)
+        else:
+            await self._served.refresh()
         self._watcher = asyncio.get_running_loop().create_task(self._served.poll(lambda: self._poll_s))
 
     @staticmethod
@@ -79,14 +93,17 @@ class ModelReplica:
             raise RuntimeError("no model loaded")
 
 
-@serve.deployment(name="Predictor")
-class Predictor(ModelReplica):
-    batch_method = "predict"
+class PricingReplica(ModelReplica):
+    """A replica that prices one listing per caller, concurrent callers batched into one model call."""
+
+    batch_method = "price_one"
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def predict(self, rows: list[dict]) -> list[dict]:
+    async def price_one(self, rows: list[dict]) -> list[dict]:
         """One raw listing row per caller; concurrent callers share one model call."""
         loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
+        if loaded is None:  # only the ingress runs without a model (require_model=False)
+            return [{"error": NO_MODEL} for _ in rows]
 
         def compute(batch: list[dict]) -> list[dict]:
             answer = predict_rows(loaded.model, batch, coverage=self._settings.interval_coverage)
@@ -97,6 +114,11 @@ class Predictor(ModelReplica):
             ]  # fmt: skip
 
         return isolate_failures(compute, rows)
+
+
+@serve.deployment(name="Predictor")
+class Predictor(PricingReplica):
+    """Prices /predict/batch chunks (and single listings for any caller holding a handle)."""
 
     async def predict_many(self, columns: dict[str, list]) -> dict:
         """A whole /predict/batch request (validated listings as columns) in one model call."""

@@ -1,11 +1,12 @@
-"""The opt-in HAProxy ingress (``RAYESTATE_SERVE_INGRESS=haproxy``) on a Ray cluster of its own.
+"""The HAProxy ingress (``RAYESTATE_SERVE_INGRESS=haproxy``, `make up`'s default) on a Ray cluster of its own.
 
 Serve reads the variables when its controller starts, so the session's shared cluster (Serve's
-Python proxy, the default) cannot show it: this test starts a one-node cluster the way `make up`
-starts one with the setting on (localstack.haproxy_ingress_env under ray_process_env), deploys the
-real app on the test champion and prices a listing through HAProxy. What it pins down is the
-exposure the README states: the API's port and the replicas' own HTTP ports listen on loopback
-only, and what Ray 2.60 opens on every interface is HAProxy's stats page and Prometheus exporter.
+Python proxy) cannot show it: this test starts a one-node cluster the way `make up` starts one
+(localstack.haproxy_ingress_env under ray_process_env), deploys the real app on the test champion
+and prices a listing through HAProxy. What it pins down is the exposure the README states:
+nothing listens beyond loopback. The API's port and the replicas' own HTTP ports follow Serve's
+host; HAProxy's stats page and Prometheus exporter, which Ray 2.60 binds on every interface, are
+rebound to 127.0.0.1 by rayestate/haproxy_loopback.sh.
 """
 
 from __future__ import annotations
@@ -70,10 +71,13 @@ def test_the_haproxy_ingress_prices_through_haproxy_and_keeps_the_api_on_loopbac
             replica_http = [(address, port) for address, port, name in bound if port in REPLICA_HTTP_PORTS]
             assert replica_http, "no replica HTTP server (direct ingress) is listening"
             assert {address for address, _ in replica_http} == {"127.0.0.1"}, replica_http
-            everywhere = {
-                port for address, port, name in bound if name == "haproxy" and address in ("0.0.0.0", "*", "::")
-            }
-            assert everywhere == {ports["stats_port"], ports["metrics_port"]}, everywhere
+            on_haproxy = {(address, port) for address, port, name in bound if name == "haproxy"}
+            expected = {("127.0.0.1", port) for port in (api_port, ports["stats_port"], ports["metrics_port"])}
+            assert on_haproxy == expected, on_haproxy  # stats and exporter too: loopback only
+            stats = httpx.get(f"http://{localstack.LOOPBACK}:{ports['stats_port']}/stats", timeout=30)
+            assert stats.status_code == 200 and "HAProxy" in stats.text
+            exporter = httpx.get(f"http://{localstack.LOOPBACK}:{ports['metrics_port']}/metrics", timeout=30)
+            assert exporter.status_code == 200 and "haproxy_" in exporter.text
             assert haproxy_processes(runtime_dir)
         # Stopping the cluster (as `make down` stops the head's process group) stops HAProxy too.
         deadline = time.monotonic() + 30

@@ -187,6 +187,13 @@ def test_health_and_ready(api, champion):
     assert body["ready"] is True and body["registry_reachable"] is True
     assert body["predictor"]["model_name"] == champion.name
     assert body["explainer"]["model_version"] == body["model_version"]
+    # The ingress prices /predict itself, so it holds the champion too and answers for its version.
+    assert body["api"]["loaded"] is True and body["api"]["model_name"] == champion.name
+    assert (
+        body["api"]["model_version"]
+        == body["model_version"]
+        == api.post("/predict", json=LISTING).json()["model_version"]
+    )
 
 
 def test_model_card_reads_the_registry_and_drift_reports(api, champion, serve_state_dir):

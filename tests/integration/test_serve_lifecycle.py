@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from ray_jobs.split import split_frame
 from rayestate.localstack import BIN, deploy_serve, free_port, running, stop_process, wait_ready
 from tests.support.champion import register_sample_model
-from tests.support.load import LISTING, LoadGenerator, wait_for_version
+from tests.support.load import LISTING, MODEL_PARTS, REQUESTS, LoadGenerator, wait_for_version
 from tests.support.models import make_model, sample_listings, train_sample_model
 from tests.support.serve import serve_test_config
 
@@ -21,12 +21,16 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def wait_until_every_answer_is(url: str, version: str, *, in_a_row: int = 30, timeout: float = 60.0) -> None:
-    """Poll /predict until `in_a_row` consecutive answers come from `version` (every replica swapped)."""
+    """Send the load's requests in turn until `in_a_row` consecutive answers come from `version`.
+
+    Each endpoint reaches its own replicas (ingress, predictors, explainer): all must have swapped.
+    """
     deadline, streak = time.monotonic() + timeout, 0
     with httpx.Client(base_url=url, timeout=30) as client:
         while streak < in_a_row:
             assert time.monotonic() < deadline, f"some replicas still answer with a version other than {version}"
-            answer = client.post("/predict", json=LISTING)
+            path, body = REQUESTS[streak % len(REQUESTS)]
+            answer = client.post(path, json=body)
             streak = streak + 1 if answer.json().get("model_version") == version else 0
 
 
@@ -68,7 +72,7 @@ def test_hot_swap_under_load_drops_nothing(serve_app_url, champion):
     # Once every replica had swapped, and until the alias moved back, only the new version answered.
     settled = [v for t, _, _, v in load.results if switched_at < t < moved_back_at]
     assert settled and set(settled) == {challenger}
-    assert {path for _, path, _, _ in load.results} == {"/predict", "/explain"}
+    assert {path for _, path, _, _ in load.results} == {path for path, _ in REQUESTS}  # every replica kind
 
 
 @contextmanager
@@ -115,14 +119,14 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:  # until both deployments have failed an alias poll
                 ready = httpx.get(f"{outage_url}/ready", timeout=30)
-                if all(ready.json()[part].get("registry_reachable") is False for part in ("predictor", "explainer")):
+                if all(ready.json()[part].get("registry_reachable") is False for part in MODEL_PARTS):
                     break
                 time.sleep(1)
             assert ready.status_code == 200, ready.text
             body = ready.json()
             assert body["ready"] is True and body["registry_reachable"] is False
             assert body["model_version"] == version and "unreachable" in body["detail"]
-            assert all("still serving version" in body[part]["last_error"] for part in ("predictor", "explainer"))
+            assert all("still serving version" in body[part]["last_error"] for part in MODEL_PARTS)
             for _ in range(5):
                 after = httpx.post(f"{outage_url}/predict", json=LISTING, timeout=60)
                 assert after.status_code == 200 and after.json()["price"] == pytest.approx(before["price"])
@@ -133,6 +137,10 @@ def test_mlflow_outage_keeps_the_last_good_model_and_no_model_means_not_ready(
             # A replica that cannot load any model never becomes ready and gets no traffic.
             nomodel = httpx.get(f"{serve_app_url}/nomodel/ready", timeout=60)
             assert nomodel.status_code != 200
+            # The ingress itself starts without a model, so it can say so: a fast 503, not a hang.
+            assert nomodel.status_code == 503 and "no model loaded" in nomodel.json()["detail"]
+            unpriced = httpx.post(f"{serve_app_url}/nomodel/predict", json=LISTING, timeout=60)
+            assert unpriced.status_code == 503 and "no model loaded" in unpriced.json()["detail"], unpriced.text
             status = serve.status().applications["nomodel"]
             assert status.status != "RUNNING"
             assert status.deployments["Predictor"].status != "HEALTHY"

@@ -9,12 +9,21 @@ import httpx
 
 from tests.support.listings import known_location
 
+#: What /ready reports a model for: the ingress (it prices /predict), the predictor and the explainer.
+MODEL_PARTS = ("api", "predictor", "explainer")
+
 #: A home the test champion prices without warnings (a city and zip of its market).
 LISTING = {"bed": 4, "bath": 3, "acre_lot": 0.3, "house_size": 2400, **known_location("Florida")}
 
+#: What the load's clients send, client i the (i mod 3)th.
+REQUESTS = (("/explain", LISTING), ("/predict/batch", {"listings": [LISTING, LISTING]}), ("/predict", LISTING))
+
 
 class LoadGenerator:
-    """Closed-loop clients hammering /predict and /explain; records every response.
+    """Closed-loop clients hammering /predict, /predict/batch and /explain; records every response.
+
+    Each endpoint reaches a different replica: /predict is priced in the ingress, /predict/batch
+    by the predictors, /explain by the explainer.
 
     ``results`` holds (monotonic time the answer came, path, status, model version); a transport
     error is recorded with status 0 and its repr in ``errors``.
@@ -29,11 +38,11 @@ class LoadGenerator:
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
 
     def _run(self, index: int) -> None:
-        path = "/explain" if index % 3 == 0 else "/predict"
+        path, body = REQUESTS[index % len(REQUESTS)]
         with httpx.Client(base_url=self.url, timeout=60) as client:
             while not self.stop.is_set():
                 try:
-                    response = client.post(path, json=LISTING)
+                    response = client.post(path, json=body)
                     version = response.json().get("model_version") if response.status_code == 200 else None
                     record = (time.monotonic(), path, response.status_code, version)
                 except httpx.HTTPError as exc:
@@ -67,11 +76,11 @@ class LoadGenerator:
 
 
 def wait_for_version(url: str, version: str, *, timeout: float = 120.0) -> dict:
-    """Poll /ready until both the predictor and the explainer report ``version``; returns that body."""
+    """Poll /ready until the ingress, the predictor and the explainer all report ``version``; returns that body."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = httpx.get(f"{url}/ready", timeout=30).json()
-        if body["predictor"].get("model_version") == version and body["explainer"].get("model_version") == version:
+        if all(body[part].get("model_version") == version for part in MODEL_PARTS):
             return body
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not move to version {version}: {body}")

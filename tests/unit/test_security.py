@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -187,17 +188,18 @@ def test_every_ray_the_product_starts_gets_one_environment():
     assert env["KEEP"] == "1" and caller["PATH"] == "/usr/bin"  # the caller's mapping is not modified
 
 
-def test_the_haproxy_ingress_is_opt_in_and_leaves_the_users_haproxy_settings_alone(tmp_path, monkeypatch):
-    """serve_ingress=proxy (the default) starts Ray without HAProxy; haproxy adds its variables under
-    the user's own, with its sockets in a short directory only this user can enter (a unix socket
-    path holds 107 characters and Ray goes 70 below it); a longer one is refused, naming why."""
+def test_the_haproxy_ingress_is_the_default_and_leaves_the_users_haproxy_settings_alone(tmp_path, monkeypatch):
+    """serve_ingress=haproxy (the default) adds HAProxy's variables under the user's own, with its
+    sockets in a short directory only this user can enter (a unix socket path holds 107 characters
+    and Ray goes 70 below it); a longer one is refused, naming why. proxy starts Ray without them."""
     from rayestate.localstack import HAPROXY_DIR_MAX_CHARS, haproxy_ingress_env, ray_env
     from rayestate.settings import load_settings
 
     monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY", raising=False)
+    monkeypatch.delenv("RAYESTATE_SERVE_INGRESS", raising=False)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", "18404")
-    assert "RAY_SERVE_ENABLE_HA_PROXY" not in ray_env(load_settings(state_dir=tmp_path))
-    env = ray_env(load_settings(state_dir=tmp_path, serve_ingress="haproxy"))
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in ray_env(load_settings(state_dir=tmp_path, serve_ingress="proxy"))
+    env = ray_env(load_settings(state_dir=tmp_path))
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_AUTH_MODE"] == "token"
     assert env["RAY_SERVE_HAPROXY_STATS_PORT"] == "18404"  # the user's value wins
     runtime_dir = Path(env["RAY_SERVE_HAPROXY_SOCKET_PATH"]).parent
@@ -229,6 +231,39 @@ def test_the_haproxy_dir_is_made_private_only_when_ray_starts(tmp_path, monkeypa
         load_settings(state_dir=tmp_path, serve_ingress="haproxy"), {"RAY_SERVE_HAPROXY_STATS_PORT": "18404"}
     )
     assert ":18404/stats" in capsys.readouterr().out
+
+
+def test_haproxy_runs_with_its_stats_page_and_exporter_rebound_to_loopback(tmp_path):
+    """Ray 2.60's own template binds both listeners on every interface; the wrapper Serve runs as
+    HAProxy rebinds every such line to 127.0.0.1 and then runs the real binary with the same args."""
+    import jinja2
+    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
+
+    from rayestate.localstack import HAPROXY_LOOPBACK, haproxy_ingress_env
+
+    binds = [line for line in HAPROXY_CONFIG_TEMPLATE.splitlines() if line.strip().startswith("bind ")]
+    ports = {"stats_port": 18404, "metrics_port": 19101, "frontend_port": 18000, "grpc_frontend_port": 19000}
+    config = SimpleNamespace(frontend_host="127.0.0.1", grpc_frontend_host="127.0.0.1", **ports)
+    rendered = [jinja2.Template(line).render(config=config) for line in binds]
+    assert any("*:18404" in line for line in rendered) and any("bind :19101" in line for line in rendered)
+    config_file = tmp_path / "haproxy.cfg"
+    config_file.write_text("global\n" + "\n".join(rendered) + "\n")
+    recorder = tmp_path / "haproxy"
+    recorder.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\n')
+    recorder.chmod(0o755)
+
+    env = {"PATH": os.environ["PATH"], "RAYESTATE_HAPROXY_BINARY": str(recorder)}
+    args = ["-db", "-f", str(config_file), "-sf", "123"]
+    subprocess.run([str(HAPROXY_LOOPBACK), *args], env=env, check=True)
+    assert (tmp_path / "args").read_text().split() == args  # the real binary got the same arguments
+    after = [line.split()[1] for line in config_file.read_text().splitlines() if line.strip().startswith("bind ")]
+    assert after == [f"127.0.0.1:{port}" for port in (19101, 18000, 19000, 18404)], after
+    missing = subprocess.run([str(HAPROXY_LOOPBACK), *args], env={"PATH": os.environ["PATH"]}, capture_output=True)
+    assert missing.returncode != 0 and b"RAYESTATE_HAPROXY_BINARY" in missing.stderr
+
+    env = haproxy_ingress_env(Path("/tmp") / "rehap-unit")  # only named: nothing is made there
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(HAPROXY_LOOPBACK)
+    assert Path(env["RAYESTATE_HAPROXY_BINARY"]).name == "haproxy"
 
 
 AUTH_MODE_SETTING = re.compile(r"RAY_AUTH_MODE[\"'\]]*\s*(?:[:=,]|\?=)\s*[\"']?(\w+)")
