@@ -367,7 +367,7 @@ def haproxy_ingress_env(
             f"HAProxy's runtime dir {runtime_dir} is longer than {HAPROXY_DIR_MAX_CHARS} characters: "
             "the unix socket paths Ray makes below it would be cut (set TMPDIR to a shorter directory)"
         )
-    env = {
+    return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
@@ -378,10 +378,9 @@ def haproxy_ingress_env(
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(runtime_dir / "metrics.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(runtime_dir),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(runtime_dir / "server-state"),
+        "RAY_SERVE_HAPROXY_BINARY_PATH": str(HAPROXY_LOOPBACK),
+        "RAYESTATE_HAPROXY_BINARY": haproxy_binary(),
     }
-    env["RAYESTATE_HAPROXY_BINARY"] = haproxy_binary()
-    env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(HAPROXY_LOOPBACK)
-    return env
 
 
 def haproxy_binary() -> str:

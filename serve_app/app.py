@@ -42,7 +42,6 @@ from serve_app.deployments import NO_MODEL, Explainer, ModelReplica, Predictor, 
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
 from serve_app.metrics import api_metrics
 from serve_app.model_report import model_report, unavailable_report
-from serve_app.served_model import fail_fast_mlflow
 
 MODEL_REPORT_TTL_S = 5.0
 STATUS_TIMEOUT_S = 10.0
@@ -128,11 +127,11 @@ class Api(PricingReplica):
     async def __init__(self, predictor: DeploymentHandle, explainer: DeploymentHandle, settings: Settings):
         # Loads the champion and follows its alias as the predictors do, but starts without one:
         # /ready must be able to say why nothing is served, and /predict answers 503 until then.
+        # Its model source applies fail_fast_mlflow, which /model's registry reads need too.
         await super().__init__(settings, require_model=False)
         self._predictor = predictor
         self._explainer = explainer
         self._report = None  # (monotonic time, ModelReport)
-        fail_fast_mlflow()  # /model reads the registry: a down MLflow must answer fast, not after retries
         set_max_body_bytes(settings.max_request_bytes)
         self._batch_chunk_rows = DEFAULT_BATCH_CHUNK_ROWS
         # What was asked and answered goes to the store in batches, off the request path.

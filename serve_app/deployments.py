@@ -55,7 +55,7 @@ class ModelReplica:
         """Load the champion; without one within ``model_load_timeout_s``, fail (``require_model``).
 
         A model replica that fails its constructor gets no traffic. The ingress passes
-        ``require_model=False``: it starts anyway, so /ready and /health can say what is wrong,
+        ``require_model=False``: it starts anyway, so /ready can say what is wrong,
         and keeps polling the alias.
         """
         self._settings = settings
