@@ -1,14 +1,13 @@
-"""The Ray Serve application: a FastAPI ingress composed with the predictors.
+"""The Ray Serve application: a FastAPI ingress composed with the predictor and explainer.
 
 ``serve_app.app:build_app`` is the application builder ``serve_config.yaml`` names (its
 ``args:`` become :class:`Settings` fields); ``serve_app.app:app`` is the same graph built
 from the environment, for ``serve run serve_app.app:app`` during development.
 
-The ingress validates, prices and explains single listings itself and routes batches: pydantic
-checks each listing; /predict and /explain are answered in the ingress replica (a hop to another
-replica costs Serve more CPU than a prediction, and a quarter of an explanation's); /predict/batch
-chunks go to the predictors through a DeploymentHandle, priced in parallel. Every error is JSON
-with a ``detail`` and no stack trace.
+The ingress validates, prices single listings itself and routes the rest: pydantic checks each
+listing; /predict is priced in the ingress replica (a hop to another replica costs Serve more CPU
+than the prediction); /explain and /predict/batch chunks go to the explainer and predictor
+through DeploymentHandles. Every error is JSON with a ``detail`` and no stack trace.
 """
 
 import asyncio
@@ -39,7 +38,7 @@ from serve_app.contract import (
     validate_listings,
     validated_columns,
 )
-from serve_app.deployments import NO_MODEL, ExplainingReplica, ModelReplica, Predictor, PricingReplica
+from serve_app.deployments import NO_MODEL, Explainer, ModelReplica, Predictor, PricingReplica
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
 from serve_app.metrics import api_metrics
 from serve_app.model_report import model_report, unavailable_report
@@ -121,18 +120,17 @@ def _request_id(request: Request) -> str:
 
 @serve.deployment(name="Api")
 @serve.ingress(api)
-class Api(PricingReplica, ExplainingReplica):
-    """The ingress: a model replica too, so a single listing is priced and explained without a hop."""
-
-    batch_methods = PricingReplica.batch_methods + ExplainingReplica.batch_methods
+class Api(PricingReplica):
+    """The ingress: a model replica too, so a single listing is priced without a hop."""
 
     # No `from __future__ import annotations` here: FastAPI must see real types on these methods.
-    async def __init__(self, predictor: DeploymentHandle, settings: Settings):
+    async def __init__(self, predictor: DeploymentHandle, explainer: DeploymentHandle, settings: Settings):
         # Loads the champion and follows its alias as the predictors do, but starts without one:
-        # /ready must be able to say why nothing is served; /predict and /explain answer 503 until then.
+        # /ready must be able to say why nothing is served, and /predict answers 503 until then.
         # Its model source applies fail_fast_mlflow, which /model's registry reads need too.
         await super().__init__(settings, require_model=False)
         self._predictor = predictor
+        self._explainer = explainer
         self._report = None  # (monotonic time, ModelReport)
         set_max_body_bytes(settings.max_request_bytes)
         self._batch_chunk_rows = DEFAULT_BATCH_CHUNK_ROWS
@@ -269,7 +267,7 @@ class Api(PricingReplica, ExplainingReplica):
     @api.post("/explain", response_model=ExplainResponse, summary="Price one listing and explain it (exact SHAP)")
     async def explain(self, listing: Listing, request: Request) -> ExplainResponse:
         started, row = time.perf_counter(), listing.to_raw_row()
-        result = await _answer(lambda: self.explain_one(row), "api")
+        result = await _answer(lambda: self._explainer.explain.remote(row), "explainer")
         request.state.model_version = result["model_version"]
         self._log([row], _one(result), result["model_version"], "/explain", started)
         return ExplainResponse(
@@ -286,8 +284,11 @@ class Api(PricingReplica, ExplainingReplica):
         """Serve's health check: the ingress is healthy without a model (/ready says it has none)."""
 
     async def _statuses(self, method: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
-        """``status`` or ``reload`` of this replica's model ("api") and of one predictor replica."""
-        calls = {"predictor": getattr(self._predictor, method).remote()}
+        """``status`` or ``reload`` of this replica's model ("api") and of one replica of each deployment."""
+        calls = {
+            "predictor": getattr(self._predictor, method).remote(),
+            "explainer": getattr(self._explainer, method).remote(),
+        }
         # This class's own ``reload`` is the HTTP route; the replica's model check is ModelReplica's.
         results = {"api": await ModelReplica.reload(self) if method == "reload" else self.status()}
         for name, call in calls.items():
@@ -326,7 +327,7 @@ class Api(PricingReplica, ExplainingReplica):
 
     @api.post("/reload", summary="Check the model alias now and swap if it moved")
     async def reload(self) -> dict:
-        # Reaches this replica and one predictor; the others pick the move up on their next poll.
+        # Reaches one replica of each deployment; the others pick the move up on their next poll.
         parts = await self._statuses("reload", MODEL_CALL_TIMEOUT_S)  # may download a new model
         return {"model_version": parts["api"].get("model_version"), **parts}
 
@@ -349,7 +350,7 @@ class Api(PricingReplica, ExplainingReplica):
 def build_app(args: dict | None = None):
     """Serve application builder: ``args`` (from serve_config.yaml) override RAYESTATE_* settings."""
     settings = load_settings(**(args or {}))
-    return Api.bind(Predictor.bind(settings), settings)
+    return Api.bind(Predictor.bind(settings), Explainer.bind(settings), settings)
 
 
 app = build_app()

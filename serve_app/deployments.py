@@ -1,12 +1,12 @@
-"""The model replicas: the ingress's pricing and explaining, and the predictor deployment.
+"""The model replicas: the predictor and explainer deployments, and the pricing the ingress shares.
 
-A single listing is priced and explained where its request arrives: the ingress is a
-:class:`PricingReplica` and an :class:`ExplainingReplica`, because a hop to another replica costs
-Serve more CPU than a prediction, and a quarter of an explanation's (benchmarks/serve_bench.py:
-/explain at 16 connections 0.82x the baseline with an explainer deployment, 1.33x in the ingress).
-The predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel.
-Single-listing work is batched with ``@serve.batch``: the feature transform costs about the same
-for 1 row as for 32, so batching is where the throughput comes from.
+Explaining (TreeSHAP) costs far more than predicting, so it has its own deployment with its own
+replicas, autoscaling and batch sizes (all set in serve_config.yaml). A single listing is priced
+where its request arrives: the ingress is a :class:`PricingReplica` too, because a hop to another
+replica costs Serve more CPU than the prediction itself (benchmarks/serve_bench.py). The
+predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel.
+Single-listing work is batched with ``@serve.batch``: the feature transform costs about the
+same for 1 row as for 32, so batching is where the throughput comes from.
 """
 
 from __future__ import annotations
@@ -47,10 +47,9 @@ def isolate_failures(compute: Callable[[list[dict]], list[dict]], rows: list[dic
 
 
 class ModelReplica:
-    """Lifecycle of every model replica (the ingress and the predictors): load at start, poll the alias, swap, report."""
+    """Lifecycle shared by both deployments: load at start, poll the alias, swap, report."""
 
-    #: The @serve.batch methods user_config tunes: (method name, prefix of its config keys).
-    batch_methods: tuple[tuple[str, str], ...] = ()
+    batch_method = ""
 
     async def __init__(self, settings: Settings, *, require_model: bool = True):
         """Load the champion; without one within ``model_load_timeout_s``, fail (``require_model``).
@@ -74,12 +73,11 @@ class ModelReplica:
 
     async def reconfigure(self, config: dict) -> None:
         """Apply user_config from serve_config.yaml: batch sizes and poll interval, no restart."""
-        for method, prefix in self.batch_methods:
-            batched = getattr(self, method)
-            if f"{prefix}max_batch_size" in config:
-                batched.set_max_batch_size(int(config[f"{prefix}max_batch_size"]))
-            if f"{prefix}batch_wait_timeout_s" in config:
-                batched.set_batch_wait_timeout_s(float(config[f"{prefix}batch_wait_timeout_s"]))
+        batched = getattr(self, self.batch_method)
+        if "max_batch_size" in config:
+            batched.set_max_batch_size(int(config["max_batch_size"]))
+        if "batch_wait_timeout_s" in config:
+            batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
         self._poll_s = float(config.get("reload_poll_s", self._settings.reload_poll_s))
 
     async def reload(self) -> dict:
@@ -98,9 +96,9 @@ class ModelReplica:
 class PricingReplica(ModelReplica):
     """A replica that prices one listing per caller, concurrent callers batched into one model call."""
 
-    batch_methods = (("price_one", ""),)
+    batch_method = "price_one"
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def price_one(self, rows: list[dict]) -> list[dict]:
         """One raw listing row per caller; concurrent callers share one model call."""
         loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
@@ -129,22 +127,14 @@ class Predictor(PricingReplica):
         return {**answer, "model_version": loaded.version}
 
 
-class ExplainingReplica(ModelReplica):
-    """A replica that explains one listing per caller (exact TreeSHAP), concurrent callers batched.
+@serve.deployment(name="Explainer")
+class Explainer(ModelReplica):
+    batch_method = "explain"
 
-    The computation runs in a worker thread: an explanation takes tens of milliseconds, which on
-    the event loop would hold back every other request of the replica (a /predict, /health). One
-    batch at a time, so a replica still uses one core's worth of XGBoost (XGB_THREADS).
-    """
-
-    batch_methods = (("explain_one", "explain_"),)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def explain_one(self, rows: list[dict]) -> list[dict]:
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def explain(self, rows: list[dict]) -> list[dict]:
         """Exact TreeSHAP for one raw listing row per caller, batched."""
-        loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
-        if loaded is None:
-            return [{"error": NO_MODEL} for _ in rows]
+        loaded = self._served.current
 
         def compute(batch: list[dict]) -> list[dict]:
             results = explain_rows(
@@ -153,4 +143,4 @@ class ExplainingReplica(ModelReplica):
             )  # fmt: skip
             return [{**result, "model_version": loaded.version} for result in results]
 
-        return await asyncio.to_thread(isolate_failures, compute, rows)
+        return isolate_failures(compute, rows)

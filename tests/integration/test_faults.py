@@ -55,7 +55,7 @@ def replica_actors(app: str, deployment: str) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("deployment", ["Predictor"])  # the model deployment behind the ingress
+@pytest.mark.parametrize("deployment", ["Predictor", "Explainer"])
 def test_a_killed_replica_is_replaced_and_only_its_in_flight_requests_can_fail(serve_app_url, deployment):
     import ray
 
@@ -362,30 +362,28 @@ def test_pipeline_killed_mid_tuning_then_mid_registration_finishes_once(ray_clus
 def test_overload_is_shed_with_json_503s_and_nothing_hangs(
     serve_app_url, serve_http_port, serve_state_dir, dashboard_url, champion
 ):
-    """A predictor that takes 1 request and queues 1 more: a burst of 24 batches must be answered, the
-    excess with 503 + a JSON detail (Serve's backpressure, max_queued_requests), never a 500 or a timeout."""
+    """An explainer that takes 1 request and queues 1 more: a burst of 24 must be answered, the excess
+    with 503 + a JSON detail (Serve's backpressure, max_queued_requests), never a 500 or a timeout."""
     import concurrent.futures
 
     config = serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir, extra_apps={"tiny": {}})
     tiny = config["applications"][-1]
     for deployment in tiny["deployments"]:
-        if deployment["name"] == "Predictor":
+        if deployment["name"] == "Explainer":
             deployment.update(max_ongoing_requests=1, max_queued_requests=1)
-            deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1, target_ongoing_requests=1)
+            deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
             deployment["user_config"]["max_batch_size"] = 1
     try:
         deploy_serve(dashboard_url, config)
         url = f"{serve_app_url}/tiny"
         wait_ready(url)
 
-        batch = {"listings": [LISTING] * 1000}  # one chunk: one predictor call of a few ms each
-
-        def price(_):
-            response = httpx.post(f"{url}/predict/batch", json=batch, timeout=120)
+        def explain(_):
+            response = httpx.post(f"{url}/explain", json=LISTING, timeout=120)
             return response.status_code, response.headers.get("content-type", ""), response.text
 
         with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            answers = list(pool.map(price, range(24)))
+            answers = list(pool.map(explain, range(24)))
     finally:
         deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
     statuses = Counter(status for status, _, _ in answers)
