@@ -98,7 +98,7 @@ class PricingReplica(ModelReplica):
 
     batch_method = "price_one"
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def price_one(self, rows: list[dict]) -> list[dict]:
         """One raw listing row per caller; concurrent callers share one model call."""
         loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
@@ -131,7 +131,7 @@ class Predictor(PricingReplica):
 class Explainer(ModelReplica):
     batch_method = "explain"
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def explain(self, rows: list[dict]) -> list[dict]:
         """Exact TreeSHAP for one raw listing row per caller, batched."""
         loaded = self._served.current
