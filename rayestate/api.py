@@ -120,7 +120,7 @@ class ExplainResponse(BaseModel):
 
 
 class ReplicaStatus(BaseModel):
-    """What one predictor or explainer replica serves, and what its last registry check found."""
+    """What one model replica (ingress or predictor) serves, and what its last registry check found."""
 
     loaded: bool
     model_name: str | None = None

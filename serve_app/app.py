@@ -1,13 +1,14 @@
-"""The Ray Serve application: a FastAPI ingress composed with the predictor and explainer.
+"""The Ray Serve application: a FastAPI ingress composed with the predictors.
 
 ``serve_app.app:build_app`` is the application builder ``serve_config.yaml`` names (its
 ``args:`` become :class:`Settings` fields); ``serve_app.app:app`` is the same graph built
 from the environment, for ``serve run serve_app.app:app`` during development.
 
-The ingress validates, prices single listings itself and routes the rest: pydantic checks each
-listing; /predict is priced in the ingress replica (a hop to another replica costs Serve more CPU
-than the prediction); /explain and /predict/batch chunks go to the explainer and predictor
-through DeploymentHandles. Every error is JSON with a ``detail`` and no stack trace.
+The ingress validates, prices and explains single listings itself and routes batches: pydantic
+checks each listing; /predict and /explain are answered in the ingress replica (a hop to another
+replica costs Serve more CPU than a prediction, and a quarter of an explanation's); /predict/batch
+chunks go to the predictors through a DeploymentHandle, priced in parallel. Every error is JSON
+with a ``detail`` and no stack trace.
 """
 
 import asyncio
@@ -38,7 +39,7 @@ from serve_app.contract import (
     validate_listings,
     validated_columns,
 )
-from serve_app.deployments import NO_MODEL, Explainer, ModelReplica, Predictor, PricingReplica
+from serve_app.deployments import NO_MODEL, ExplainingReplica, ModelReplica, Predictor, PricingReplica
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
 from serve_app.metrics import api_metrics
 from serve_app.model_report import model_report, unavailable_report
@@ -47,6 +48,9 @@ MODEL_REPORT_TTL_S = 5.0
 STATUS_TIMEOUT_S = 10.0
 #: A model call that takes longer means no replica can take it (none loaded, all gone): say so.
 MODEL_CALL_TIMEOUT_S = 60.0
+#: How long an ingress replica without a model waits for a predictor to take a listing: ample
+#: for a busy predictor, short enough that "no model anywhere" is a prompt 503.
+HANDOFF_TIMEOUT_S = 10.0
 #: Tries of a call whose replica died under it (the first one included).
 REPLICA_LOST_ATTEMPTS = 3
 DEFAULT_BATCH_CHUNK_ROWS = 1000
@@ -120,17 +124,18 @@ def _request_id(request: Request) -> str:
 
 @serve.deployment(name="Api")
 @serve.ingress(api)
-class Api(PricingReplica):
-    """The ingress: a model replica too, so a single listing is priced without a hop."""
+class Api(PricingReplica, ExplainingReplica):
+    """The ingress: a model replica too, so a single listing is priced and explained without a hop."""
+
+    batch_methods = PricingReplica.batch_methods + ExplainingReplica.batch_methods
 
     # No `from __future__ import annotations` here: FastAPI must see real types on these methods.
-    async def __init__(self, predictor: DeploymentHandle, explainer: DeploymentHandle, settings: Settings):
+    async def __init__(self, predictor: DeploymentHandle, settings: Settings):
         # Loads the champion and follows its alias as the predictors do, but starts without one:
-        # /ready must be able to say why nothing is served, and /predict answers 503 until then.
+        # /ready must be able to say why nothing is served; /predict and /explain answer 503 until then.
         # Its model source applies fail_fast_mlflow, which /model's registry reads need too.
         await super().__init__(settings, require_model=False)
         self._predictor = predictor
-        self._explainer = explainer
         self._report = None  # (monotonic time, ModelReport)
         set_max_body_bytes(settings.max_request_bytes)
         self._batch_chunk_rows = DEFAULT_BATCH_CHUNK_ROWS
@@ -138,6 +143,21 @@ class Api(PricingReplica):
         self._inference_log = (
             InferenceLogWriter(settings, flush_s=settings.inference_log_flush_s) if settings.inference_log else None
         )
+
+    async def _single(self, method: str, row: dict) -> dict:
+        """Price or explain one listing here; while this replica has no model, a predictor does.
+
+        An ingress replica can be up without a model (the registry was unreachable when it
+        started, or its load failed) while its siblings and the predictors serve: its callers
+        must not get 503s for that. When no replica anywhere has a model, the handoff times out
+        and the caller gets the "no model loaded" 503.
+        """
+        if self._served.current is not None:
+            return await getattr(self, method)(row)
+        try:
+            return await asyncio.wait_for(getattr(self._predictor, method).remote(row), HANDOFF_TIMEOUT_S)
+        except TimeoutError:
+            return {"error": NO_MODEL}
 
     def _log(self, rows: list[dict], answer: dict, version: str, endpoint: str, started: float) -> None:
         """Queue what was asked and answered (``answer``: prices, price_low, price_high lists)."""
@@ -157,7 +177,7 @@ class Api(PricingReplica):
     @api.post("/predict", response_model=PredictResponse, summary="Price one listing")
     async def predict(self, listing: Listing, request: Request) -> PredictResponse:
         started, row = time.perf_counter(), listing.to_raw_row()
-        result = await _answer(lambda: self.price_one(row), "api")
+        result = await _answer(lambda: self._single("price_one", row), "api")
         request.state.model_version = result["model_version"]
         self._log([row], _one(result), result["model_version"], "/predict", started)
         return PredictResponse(
@@ -267,7 +287,7 @@ class Api(PricingReplica):
     @api.post("/explain", response_model=ExplainResponse, summary="Price one listing and explain it (exact SHAP)")
     async def explain(self, listing: Listing, request: Request) -> ExplainResponse:
         started, row = time.perf_counter(), listing.to_raw_row()
-        result = await _answer(lambda: self._explainer.explain.remote(row), "explainer")
+        result = await _answer(lambda: self._single("explain_one", row), "api")
         request.state.model_version = result["model_version"]
         self._log([row], _one(result), result["model_version"], "/explain", started)
         return ExplainResponse(
@@ -284,11 +304,8 @@ class Api(PricingReplica):
         """Serve's health check: the ingress is healthy without a model (/ready says it has none)."""
 
     async def _statuses(self, method: str, timeout_s: float = STATUS_TIMEOUT_S) -> dict:
-        """``status`` or ``reload`` of this replica's model ("api") and of one replica of each deployment."""
-        calls = {
-            "predictor": getattr(self._predictor, method).remote(),
-            "explainer": getattr(self._explainer, method).remote(),
-        }
+        """``status`` or ``reload`` of this replica's model ("api") and of one predictor replica."""
+        calls = {"predictor": getattr(self._predictor, method).remote()}
         # This class's own ``reload`` is the HTTP route; the replica's model check is ModelReplica's.
         results = {"api": await ModelReplica.reload(self) if method == "reload" else self.status()}
         for name, call in calls.items():
@@ -301,18 +318,24 @@ class Api(PricingReplica):
     @api.get("/ready", summary="Models are loaded (which version, and whether the registry is reachable)")
     async def ready(self, request: Request) -> JSONResponse:
         parts = await self._statuses("status")
-        ready = all(part.get("loaded") for part in parts.values())
-        versions = {part.get("model_version") for part in parts.values()}
+        own = parts["api"]
+        # This replica answers with its own model, or, while it has none, through the predictors
+        # (Api._single): it is ready when the predictors are.
+        ready = bool(parts["predictor"].get("loaded"))
+        versions = {part.get("model_version") for part in parts.values() if part.get("loaded")}
         reachable = all(part.get("registry_reachable") is not False for part in parts.values())
         if not ready:
             detail = "no model loaded: " + "; ".join(str(p.get("last_error")) for p in parts.values())
+        elif not own.get("loaded"):
+            detail = f"this ingress replica has no model yet ({own.get('last_error')}): the predictors answer for it"
         elif not reachable:
             detail = "model registry unreachable: serving the last good model"
         elif len(versions) > 1:
             detail = "swapping to a new model version"
         else:
             detail = "ready"
-        version = parts["api"].get("model_version")  # the version /predict answers with
+        # The version /predict and /explain answer with.
+        version = own.get("model_version") if own.get("loaded") else parts["predictor"].get("model_version")
         request.state.model_version = version or "none"
         body = {
             "ready": ready,
@@ -327,7 +350,7 @@ class Api(PricingReplica):
 
     @api.post("/reload", summary="Check the model alias now and swap if it moved")
     async def reload(self) -> dict:
-        # Reaches one replica of each deployment; the others pick the move up on their next poll.
+        # Reaches this replica and one predictor; the others pick the move up on their next poll.
         parts = await self._statuses("reload", MODEL_CALL_TIMEOUT_S)  # may download a new model
         return {"model_version": parts["api"].get("model_version"), **parts}
 
@@ -350,7 +373,7 @@ class Api(PricingReplica):
 def build_app(args: dict | None = None):
     """Serve application builder: ``args`` (from serve_config.yaml) override RAYESTATE_* settings."""
     settings = load_settings(**(args or {}))
-    return Api.bind(Predictor.bind(settings), Explainer.bind(settings), settings)
+    return Api.bind(Predictor.bind(settings), settings)
 
 
 app = build_app()

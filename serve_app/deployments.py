@@ -1,12 +1,14 @@
-"""The model replicas: the predictor and explainer deployments, and the pricing the ingress shares.
+"""The model replicas: the ingress's pricing and explaining, and the predictor deployment.
 
-Explaining (TreeSHAP) costs far more than predicting, so it has its own deployment with its own
-replicas, autoscaling and batch sizes (all set in serve_config.yaml). A single listing is priced
-where its request arrives: the ingress is a :class:`PricingReplica` too, because a hop to another
-replica costs Serve more CPU than the prediction itself (benchmarks/serve_bench.py). The
-predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel.
-Single-listing work is batched with ``@serve.batch``: the feature transform costs about the
-same for 1 row as for 32, so batching is where the throughput comes from.
+A single listing is priced and explained where its request arrives: the ingress is a
+:class:`PricingReplica` and an :class:`ExplainingReplica`, because a hop to another replica costs
+Serve more CPU than a prediction, and a quarter of an explanation's (benchmarks/serve_bench.py:
+/explain at 16 connections 0.82x the baseline with an explainer deployment, 1.33x in the ingress).
+The predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel,
+and the single listings of an ingress replica that has no model (yet), so one replica's failed
+load never turns into 503s while its siblings serve.
+Single-listing work is batched with ``@serve.batch``: the feature transform costs about the same
+for 1 row as for 32, so batching is where the throughput comes from.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ def isolate_failures(compute: Callable[[list[dict]], list[dict]], rows: list[dic
 
 
 class ModelReplica:
-    """Lifecycle shared by both deployments: load at start, poll the alias, swap, report."""
+    """Lifecycle of every model replica (the ingress and the predictors): load at start, poll the alias, swap, report."""
 
-    batch_method = ""
+    #: The @serve.batch methods user_config tunes: (method name, prefix of its config keys).
+    batch_methods: tuple[tuple[str, str], ...] = ()
 
     async def __init__(self, settings: Settings, *, require_model: bool = True):
         """Load the champion; without one within ``model_load_timeout_s``, fail (``require_model``).
@@ -73,11 +76,12 @@ class ModelReplica:
 
     async def reconfigure(self, config: dict) -> None:
         """Apply user_config from serve_config.yaml: batch sizes and poll interval, no restart."""
-        batched = getattr(self, self.batch_method)
-        if "max_batch_size" in config:
-            batched.set_max_batch_size(int(config["max_batch_size"]))
-        if "batch_wait_timeout_s" in config:
-            batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+        for method, prefix in self.batch_methods:
+            batched = getattr(self, method)
+            if f"{prefix}max_batch_size" in config:
+                batched.set_max_batch_size(int(config[f"{prefix}max_batch_size"]))
+            if f"{prefix}batch_wait_timeout_s" in config:
+                batched.set_batch_wait_timeout_s(float(config[f"{prefix}batch_wait_timeout_s"]))
         self._poll_s = float(config.get("reload_poll_s", self._settings.reload_poll_s))
 
     async def reload(self) -> dict:
@@ -96,7 +100,7 @@ class ModelReplica:
 class PricingReplica(ModelReplica):
     """A replica that prices one listing per caller, concurrent callers batched into one model call."""
 
-    batch_method = "price_one"
+    batch_methods = (("price_one", ""),)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def price_one(self, rows: list[dict]) -> list[dict]:
@@ -116,25 +120,22 @@ class PricingReplica(ModelReplica):
         return isolate_failures(compute, rows)
 
 
-@serve.deployment(name="Predictor")
-class Predictor(PricingReplica):
-    """Prices /predict/batch chunks (and single listings for any caller holding a handle)."""
+class ExplainingReplica(ModelReplica):
+    """A replica that explains one listing per caller (exact TreeSHAP), concurrent callers batched.
 
-    async def predict_many(self, columns: dict[str, list]) -> dict:
-        """A whole /predict/batch request (validated listings as columns) in one model call."""
-        loaded = self._served.current
-        answer = predict_rows(loaded.model, columns, coverage=self._settings.interval_coverage)
-        return {**answer, "model_version": loaded.version}
+    The computation runs in a worker thread: an explanation takes tens of milliseconds, which on
+    the event loop would hold back every other request of the replica (a /predict, /health). One
+    batch at a time, so a replica still uses one core's worth of XGBoost (XGB_THREADS).
+    """
 
-
-@serve.deployment(name="Explainer")
-class Explainer(ModelReplica):
-    batch_method = "explain"
+    batch_methods = (("explain_one", "explain_"),)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def explain(self, rows: list[dict]) -> list[dict]:
+    async def explain_one(self, rows: list[dict]) -> list[dict]:
         """Exact TreeSHAP for one raw listing row per caller, batched."""
-        loaded = self._served.current
+        loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
+        if loaded is None:
+            return [{"error": NO_MODEL} for _ in rows]
 
         def compute(batch: list[dict]) -> list[dict]:
             results = explain_rows(
@@ -143,4 +144,22 @@ class Explainer(ModelReplica):
             )  # fmt: skip
             return [{**result, "model_version": loaded.version} for result in results]
 
-        return isolate_failures(compute, rows)
+        return await asyncio.to_thread(isolate_failures, compute, rows)
+
+
+@serve.deployment(name="Predictor")
+class Predictor(PricingReplica, ExplainingReplica):
+    """Prices /predict/batch chunks; prices and explains single listings for an ingress without a model.
+
+    An ingress replica starts without a model when the registry cannot give it one (it must
+    still answer /ready), and keeps polling; meanwhile it hands its listings here. A predictor
+    replica only takes traffic once it has loaded the champion.
+    """
+
+    batch_methods = PricingReplica.batch_methods + ExplainingReplica.batch_methods
+
+    async def predict_many(self, columns: dict[str, list]) -> dict:
+        """A whole /predict/batch request (validated listings as columns) in one model call."""
+        loaded = self._served.current
+        answer = predict_rows(loaded.model, columns, coverage=self._settings.interval_coverage)
+        return {**answer, "model_version": loaded.version}

@@ -48,7 +48,7 @@ def api_metrics() -> ApiMetrics:
 def reload_counter() -> Counter:
     return Counter(
         "rayestate_model_reloads_total",
-        description="Model swaps performed by predictor/explainer replicas, by new version "
+        description="Model swaps performed by model replicas (ingress, predictors), by new version "
         "(Serve adds the deployment and replica tags).",
         tag_keys=("model_version",),
     )

@@ -1,6 +1,6 @@
 """The model a replica serves, and how it moves to a new champion without dropping a request.
 
-Each predictor / explainer replica holds one :class:`LoadedModel`. A background task polls the
+Each model replica (ingress, predictor) holds one :class:`LoadedModel`. A background task polls the
 registry alias (``POST /reload`` and ``reconfigure`` force a check). A new version is loaded
 completely off the event loop and then swapped in with one reference assignment: a batch that
 already started keeps the object it took, so nothing in flight fails. When the registry is

@@ -55,7 +55,7 @@ def replica_actors(app: str, deployment: str) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("deployment", ["Predictor", "Explainer"])
+@pytest.mark.parametrize("deployment", ["Predictor"])  # the model deployment behind the ingress
 def test_a_killed_replica_is_replaced_and_only_its_in_flight_requests_can_fail(serve_app_url, deployment):
     import ray
 
@@ -141,6 +141,69 @@ def test_serving_rides_out_an_mlflow_outage_and_follows_the_registry_again_after
         deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
         mlflow.stop()
     assert httpx.post(f"{serve_app_url}/predict", json=LISTING, timeout=60).status_code == 200
+
+
+@pytest.mark.timeout(300)
+def test_an_ingress_replica_without_a_model_hands_its_listings_to_the_predictors(
+    serve_app_url, serve_http_port, serve_state_dir, dashboard_url, champion, tmp_path
+):
+    """The registry is down when the app starts: the ingress replicas come up without a model and,
+    told to poll only hourly, stay so; the predictors load once it is back. Listings must be answered
+    (through the predictors), and /reload brings the ingress its own model."""
+    mlflow = MlflowServer(tmp_path)
+    mlflow.start()
+    splits = split_frame(sample_listings(1500, seed=13))
+    config = serve_test_config(
+        champion, port=serve_http_port, state_dir=serve_state_dir,
+        extra_apps={"handoff": {"mlflow_tracking_uri": mlflow.uri, "model_name": "handoff-model",
+                                "reload_poll_s": 3600, "model_load_timeout_s": 240}},
+    )  # fmt: skip
+    (ingress,) = [d for d in config["applications"][-1]["deployments"] if d["name"] == "Api"]
+    ingress["user_config"]["reload_poll_s"] = 3600
+    url = f"{serve_app_url}/handoff"
+    try:
+        version = register_sample_model(
+            mlflow.uri, "handoff-model", make_model(splits.train, rounds=20), splits.test, run_key="handoff-1"
+        ).version
+        mlflow.stop()
+        deploy_serve(dashboard_url, config)
+        down = wait_http_status(f"{url}/ready", 503)  # the ingress is up, nothing has a model
+        assert "no model loaded" in down["detail"] and down["api"]["registry_reachable"] is False
+        mlflow.start()  # the predictors' constructors load it; the ingress does not look for an hour
+
+        body = wait_ready(url, timeout=200)
+        assert body["api"]["loaded"] is False and body["predictor"]["model_version"] == version
+        assert "predictors answer for it" in body["detail"] and body["model_version"] == version
+        for path in ("/predict", "/explain"):
+            answer = httpx.post(f"{url}{path}", json=LISTING, timeout=60)
+            assert answer.status_code == 200, (path, answer.text)
+            assert answer.json()["model_version"] == version and answer.json()["price"] > 0
+
+        deadline = time.monotonic() + 60
+        while True:  # each POST /reload reaches one ingress replica: until every one has loaded it
+            reloaded = httpx.post(f"{url}/reload", timeout=60).json()
+            assert reloaded["api"]["loaded"] is True and reloaded["model_version"] == version
+            details = {httpx.get(f"{url}/ready", timeout=30).json()["detail"] for _ in range(6)}
+            if details == {"ready"}:
+                break
+            assert time.monotonic() < deadline, details
+    finally:
+        deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
+        mlflow.stop()
+
+
+def wait_http_status(url: str, status: int, timeout: float = 120.0) -> dict:
+    """Poll ``url`` until the app itself answers ``status`` (JSON; not the proxy's "not deployed yet")."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=30)
+            if response.status_code == status and response.headers.get("content-type") == "application/json":
+                return response.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{url} never answered {status} within {timeout:.0f}s")
 
 
 # --- data API faults: transient retried, malformed quarantined, raw store untouched ---------------
@@ -362,28 +425,30 @@ def test_pipeline_killed_mid_tuning_then_mid_registration_finishes_once(ray_clus
 def test_overload_is_shed_with_json_503s_and_nothing_hangs(
     serve_app_url, serve_http_port, serve_state_dir, dashboard_url, champion
 ):
-    """An explainer that takes 1 request and queues 1 more: a burst of 24 must be answered, the excess
-    with 503 + a JSON detail (Serve's backpressure, max_queued_requests), never a 500 or a timeout."""
+    """A predictor that takes 1 request and queues 1 more: a burst of 24 batches must be answered, the
+    excess with 503 + a JSON detail (Serve's backpressure, max_queued_requests), never a 500 or a timeout."""
     import concurrent.futures
 
     config = serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir, extra_apps={"tiny": {}})
     tiny = config["applications"][-1]
     for deployment in tiny["deployments"]:
-        if deployment["name"] == "Explainer":
+        if deployment["name"] == "Predictor":
             deployment.update(max_ongoing_requests=1, max_queued_requests=1)
-            deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
+            deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1, target_ongoing_requests=1)
             deployment["user_config"]["max_batch_size"] = 1
     try:
         deploy_serve(dashboard_url, config)
         url = f"{serve_app_url}/tiny"
         wait_ready(url)
 
-        def explain(_):
-            response = httpx.post(f"{url}/explain", json=LISTING, timeout=120)
+        batch = {"listings": [LISTING] * 1000}  # one chunk: one predictor call of a few ms each
+
+        def price(_):
+            response = httpx.post(f"{url}/predict/batch", json=batch, timeout=120)
             return response.status_code, response.headers.get("content-type", ""), response.text
 
         with concurrent.futures.ThreadPoolExecutor(24) as pool:
-            answers = list(pool.map(explain, range(24)))
+            answers = list(pool.map(price, range(24)))
     finally:
         deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
     statuses = Counter(status for status, _, _ in answers)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.timeout(900)
 def wait_until_every_answer_is(url: str, version: str, *, in_a_row: int = 30, timeout: float = 60.0) -> None:
     """Send the load's requests in turn until `in_a_row` consecutive answers come from `version`.
 
-    Each endpoint reaches its own replicas (ingress, predictors, explainer): all must have swapped.
+    The endpoints reach the ingress replicas and the predictors: all must have swapped.
     """
     deadline, streak = time.monotonic() + timeout, 0
     with httpx.Client(base_url=url, timeout=30) as client:

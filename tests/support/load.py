@@ -9,8 +9,8 @@ import httpx
 
 from tests.support.listings import known_location
 
-#: What /ready reports a model for: the ingress (it prices /predict), the predictor and the explainer.
-MODEL_PARTS = ("api", "predictor", "explainer")
+#: What /ready reports a model for: the ingress (it prices /predict and explains) and the predictor.
+MODEL_PARTS = ("api", "predictor")
 
 #: A home the test champion prices without warnings (a city and zip of its market).
 LISTING = {"bed": 4, "bath": 3, "acre_lot": 0.3, "house_size": 2400, **known_location("Florida")}
@@ -22,8 +22,7 @@ REQUESTS = (("/explain", LISTING), ("/predict/batch", {"listings": [LISTING, LIS
 class LoadGenerator:
     """Closed-loop clients hammering /predict, /predict/batch and /explain; records every response.
 
-    Each endpoint reaches a different replica: /predict is priced in the ingress, /predict/batch
-    by the predictors, /explain by the explainer.
+    /predict and /explain are answered in the ingress replicas, /predict/batch by the predictors.
 
     ``results`` holds (monotonic time the answer came, path, status, model version); a transport
     error is recorded with status 0 and its repr in ``errors``.
@@ -76,7 +75,7 @@ class LoadGenerator:
 
 
 def wait_for_version(url: str, version: str, *, timeout: float = 120.0) -> dict:
-    """Poll /ready until the ingress, the predictor and the explainer all report ``version``; returns that body."""
+    """Poll /ready until the ingress and the predictor both report ``version``; returns that body."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = httpx.get(f"{url}/ready", timeout=30).json()

@@ -319,7 +319,7 @@ def test_serve_config_is_a_valid_deploy_config_with_autoscaling_everywhere():
     (app,) = config.applications
     assert app.import_path == "serve_app.app:build_app"
     assert app.args["model_alias"] == "champion"
-    assert {d.name for d in app.deployments} == {"Api", "Predictor", "Explainer"}
+    assert {d.name for d in app.deployments} == {"Api", "Predictor"}
     for deployment in app.deployments:
         autoscaling = AutoscalingConfig.model_validate(deployment.autoscaling_config)
         assert 1 <= autoscaling.min_replicas <= autoscaling.max_replicas
