@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from rayestate.api import BatchResponse, ExplainResponse, ModelReport, PredictResponse
@@ -101,6 +101,8 @@ async def _answer(call: Callable[[], Awaitable[dict]], deployment: str) -> dict:
             raise HTTPException(503, f"the {deployment} is overloaded; retry shortly") from None
         except TimeoutError:
             raise HTTPException(503, f"the {deployment} did not answer within {MODEL_CALL_TIMEOUT_S:.0f}s") from None
+        except DeploymentUnavailableError:  # Serve gave up deploying it (e.g. its replicas found no model)
+            raise HTTPException(503, f"the {deployment} has no replica that could start; retry later") from None
         except RayActorError as exc:  # the replica died or became unreachable mid-call
             logger.warning("a %s replica was lost mid-request (attempt %d): %s", deployment, attempt, exc)
             if attempt == REPLICA_LOST_ATTEMPTS:
@@ -150,13 +152,14 @@ class Api(PricingReplica, ExplainingReplica):
         An ingress replica can be up without a model (the registry was unreachable when it
         started, or its load failed) while its siblings and the predictors serve: its callers
         must not get 503s for that. When no replica anywhere has a model, the handoff times out
-        and the caller gets the "no model loaded" 503.
+        (or Serve, having failed to deploy the predictors, refuses it at once) and the caller gets
+        the "no model loaded" 503.
         """
         if self._served.current is not None:
             return await getattr(self, method)(row)
         try:
             return await asyncio.wait_for(getattr(self._predictor, method).remote(row), HANDOFF_TIMEOUT_S)
-        except TimeoutError:
+        except (TimeoutError, DeploymentUnavailableError):  # none started yet, or Serve gave up on them
             return {"error": NO_MODEL}
 
     def _log(self, rows: list[dict], answer: dict, version: str, endpoint: str, started: float) -> None:
