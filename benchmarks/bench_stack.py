@@ -27,6 +27,7 @@ from rayestate import localstack
 from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
 from rayestate.settings import Settings
+from serve_app.inference import XGB_THREADS
 
 
 def real_listings(limit: int | None = None) -> tuple[list[dict], int]:
@@ -101,6 +102,7 @@ class ServeStack:
         self.mlflow = localstack.MlflowServer(mlflow_root)
         self.mlflow.start()
         self.model = load_model_by_alias(self._client(), real_champion.MODEL_NAME, "champion").model
+        self.model.use_threads(XGB_THREADS)  # as a replica holds it
         os.environ.update(self.ray_env)
         context = localstack.init_local_ray(num_cpus=2)
         from ray import serve

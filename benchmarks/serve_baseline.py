@@ -28,7 +28,7 @@ from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
 from rayestate.settings import load_settings
 from serve_app.contract import batch_rows, raw_rows, valid_batch, validate_listings, validated_columns
-from serve_app.inference import explain_rows, predict_rows
+from serve_app.inference import XGB_THREADS, explain_rows, predict_rows
 
 settings = load_settings()
 state: dict = {}
@@ -39,8 +39,7 @@ async def lifespan(_app: FastAPI):
     loaded = load_model_by_alias(
         MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name, settings.model_alias
     )
-    for booster in loaded.model.boosters:
-        booster.set_param({"nthread": 1})  # as each Serve replica: one core's worth of work per process
+    loaded.model.use_threads(XGB_THREADS)  # as each Serve replica: one core's worth of work per process
     state["model"], state["version"] = loaded.model, loaded.version
     state["log"] = (
         InferenceLogWriter(settings, flush_s=settings.inference_log_flush_s) if settings.inference_log else None

@@ -10,6 +10,12 @@ champion (a bag of two) from ~2.2-2.5 to ~1.5 ms of CPU. This module makes the s
 config encoded once: same function, same arguments, same float32 output (a test compares it bit for
 bit with ``inplace_predict``), for one row or a million.
 
+It also passes the C call a proxy DMatrix kept per thread, where the wrapper passes none and the
+library builds one per call. Building one constructs an XGBoost ``Context``, which reads the cgroup
+CPU quota files and parses the device string with a regex: ~55 µs per call here, a quarter of a
+one-row prediction of the 249-tree champion (measured: 216 -> 157 µs; a one-tree model 112 -> 57 µs).
+A proxy only holds the array of the call in progress, so one per thread keeps the calls thread-safe.
+
 Only what the served models need: dense float64/float32 C-contiguous matrices, plain ("value")
 predictions of every tree, missing values as NaN, one output per row.
 """
@@ -19,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import json
+import threading
 
 import numpy as np
 import xgboost as xgb
@@ -31,6 +38,35 @@ def _library() -> ctypes.CDLL:
     lib = ctypes.CDLL(find_lib_path()[0])
     lib.XGBGetLastError.restype = ctypes.c_char_p
     return lib
+
+
+class _Proxy:
+    """A proxy DMatrix owned by one thread, freed with it."""
+
+    def __init__(self) -> None:
+        self.handle = ctypes.c_void_p()
+        self._free = _library().XGDMatrixFree  # kept: at interpreter exit the module may be gone first
+        _check(_library().XGProxyDMatrixCreate(ctypes.byref(self.handle)))
+
+    def __del__(self) -> None:
+        if self.handle:
+            self._free(self.handle)
+
+
+_local = threading.local()
+
+
+def _proxy() -> ctypes.c_void_p:
+    """This thread's proxy DMatrix (made on first use)."""
+    proxy = getattr(_local, "proxy", None)
+    if proxy is None:
+        proxy = _local.proxy = _Proxy()
+    return proxy.handle
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise xgb.core.XGBoostError(_library().XGBGetLastError().decode())
 
 
 #: inplace_predict's config for a "value" prediction of all trees, NaN as missing (its own defaults).
@@ -66,13 +102,12 @@ def predict_dense(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
     shape = ctypes.POINTER(ctypes.c_uint64)()
     dims = ctypes.c_uint64()
     preds = ctypes.POINTER(ctypes.c_float)()
-    lib = _library()
-    status = lib.XGBoosterPredictFromDense(
-        booster.handle, interface, _CONFIG, ctypes.c_void_p(), ctypes.byref(shape), ctypes.byref(dims),
-        ctypes.byref(preds),
+    _check(
+        _library().XGBoosterPredictFromDense(
+            booster.handle, interface, _CONFIG, _proxy(), ctypes.byref(shape), ctypes.byref(dims),
+            ctypes.byref(preds),
+        )
     )  # fmt: skip
-    if status != 0:
-        raise xgb.core.XGBoostError(lib.XGBGetLastError().decode())
     if dims.value != 1 or shape[0] != rows:
         raise ValueError(f"expected one output per row, got shape {[shape[i] for i in range(dims.value)]}")
     # The output lives in the booster's per-thread buffer until its next call: copy it out now.

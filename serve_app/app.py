@@ -39,7 +39,7 @@ from serve_app.contract import (
     validate_listings,
     validated_columns,
 )
-from serve_app.deployments import NO_MODEL, ExplainingReplica, ModelReplica, Predictor, PricingReplica
+from serve_app.deployments import NO_MODEL, ListingReplica, ModelReplica, Predictor
 from serve_app.http_guard import ApiGuard, endpoint_label, set_max_body_bytes
 from serve_app.metrics import api_metrics
 from serve_app.model_report import model_report, unavailable_report
@@ -126,10 +126,8 @@ def _request_id(request: Request) -> str:
 
 @serve.deployment(name="Api")
 @serve.ingress(api)
-class Api(PricingReplica, ExplainingReplica):
+class Api(ListingReplica):
     """The ingress: a model replica too, so a single listing is priced and explained without a hop."""
-
-    batch_methods = PricingReplica.batch_methods + ExplainingReplica.batch_methods
 
     # No `from __future__ import annotations` here: FastAPI must see real types on these methods.
     async def __init__(self, predictor: DeploymentHandle, settings: Settings):

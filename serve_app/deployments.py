@@ -147,16 +147,20 @@ class ExplainingReplica(ModelReplica):
         return await asyncio.to_thread(isolate_failures, compute, rows)
 
 
+class ListingReplica(PricingReplica, ExplainingReplica):
+    """Prices and explains single listings: both the ingress and the predictors are one (Api._single)."""
+
+    batch_methods = PricingReplica.batch_methods + ExplainingReplica.batch_methods
+
+
 @serve.deployment(name="Predictor")
-class Predictor(PricingReplica, ExplainingReplica):
+class Predictor(ListingReplica):
     """Prices /predict/batch chunks; prices and explains single listings for an ingress without a model.
 
     An ingress replica starts without a model when the registry cannot give it one (it must
     still answer /ready), and keeps polling; meanwhile it hands its listings here. A predictor
     replica only takes traffic once it has loaded the champion.
     """
-
-    batch_methods = PricingReplica.batch_methods + ExplainingReplica.batch_methods
 
     async def predict_many(self, columns: dict[str, list]) -> dict:
         """A whole /predict/batch request (validated listings as columns) in one model call."""

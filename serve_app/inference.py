@@ -91,12 +91,12 @@ def predict_rows(model: PriceModel, listings, *, coverage: float = DEFAULT_COVER
     ``listings``: row dicts, or columns of values. Answers ``{"prices", "price_low", "price_high",
     "warnings"}``, one entry per row. No pandas on this path: one listing costs well under a
     millisecond, where a DataFrame's per-call overhead alone cost ~5 ms; a big batch takes the
-    same code (one definition).
+    same code (one definition). XGBoost uses the boosters' own thread count: whoever loads the
+    model for serving sets it once (``PriceModel.use_threads(XGB_THREADS)``).
     """
     columns = listing_columns(listings)
     keys = ListingKeys.of(columns)  # the transform and the warnings share them
-    with xgb.config_context(nthread=XGB_THREADS):
-        priced = model.price_range(columns, keys, coverage=coverage)
+    priced = model.price_range(columns, keys, coverage=coverage)
     return {
         "prices": priced.price.tolist(),
         "price_low": _bounds(priced.low),
@@ -165,8 +165,8 @@ def explain_rows(
     columns = listing_columns(rows)
     keys = ListingKeys.of(columns)
     with xgb.config_context(nthread=XGB_THREADS):
-        explanations = model.explain(columns, keys)  # log_price: the model's own output, not base + sum(shap)
-        priced = model.price_range(columns, keys, coverage=coverage)
+        # log_price: the model's own output, not base + sum(shap); one feature matrix for both.
+        explanations, priced = model.explain_priced(columns, keys, coverage=coverage)
     warnings = row_warnings(model, columns, keys, priced.known)
     lows, highs = _bounds(priced.low), _bounds(priced.high)
     results = []

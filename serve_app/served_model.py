@@ -111,8 +111,7 @@ class ServedModel:
                 return False
             try:
                 loaded = await asyncio.to_thread(self._source.load, version)
-                for booster in loaded.model.boosters:
-                    booster.set_param({"nthread": XGB_THREADS})
+                loaded.model.use_threads(XGB_THREADS)
             except Exception as exc:
                 return self._failed(f"could not load version {version}: {_short(exc)}")
             previous = self.current.version if self.current else "none"

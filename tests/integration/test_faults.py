@@ -93,11 +93,17 @@ def test_a_killed_replica_is_replaced_and_only_its_in_flight_requests_can_fail(s
 
 
 def wait_ready_field(url: str, field: str, value, timeout: float = 90.0) -> dict:
-    deadline = time.monotonic() + timeout
+    """Poll the app's /ready until ``field`` is ``value`` (skipping the proxy's plain "not deployed yet")."""
+    deadline, body = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        body = httpx.get(f"{url}/ready", timeout=30).json()
-        if body.get(field) == value:
-            return body
+        try:
+            response = httpx.get(f"{url}/ready", timeout=30)
+            if response.headers.get("content-type") == "application/json":
+                body = response.json()
+                if body.get(field) == value:
+                    return body
+        except httpx.TransportError:
+            pass
         time.sleep(1)
     raise TimeoutError(f"{url}/ready never had {field}={value!r}: {body}")
 
@@ -167,7 +173,7 @@ def test_an_ingress_replica_without_a_model_hands_its_listings_to_the_predictors
         ).version
         mlflow.stop()
         deploy_serve(dashboard_url, config)
-        down = wait_http_status(f"{url}/ready", 503)  # the ingress is up, nothing has a model
+        down = wait_ready_field(url, "ready", False, timeout=120)  # the ingress is up, nothing has a model
         assert "no model loaded" in down["detail"] and down["api"]["registry_reachable"] is False
         mlflow.start()  # the predictors' constructors load it; the ingress does not look for an hour
 
@@ -190,20 +196,6 @@ def test_an_ingress_replica_without_a_model_hands_its_listings_to_the_predictors
     finally:
         deploy_serve(dashboard_url, serve_test_config(champion, port=serve_http_port, state_dir=serve_state_dir))
         mlflow.stop()
-
-
-def wait_http_status(url: str, status: int, timeout: float = 120.0) -> dict:
-    """Poll ``url`` until the app itself answers ``status`` (JSON; not the proxy's "not deployed yet")."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(url, timeout=30)
-            if response.status_code == status and response.headers.get("content-type") == "application/json":
-                return response.json()
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise AssertionError(f"{url} never answered {status} within {timeout:.0f}s")
 
 
 # --- data API faults: transient retried, malformed quarantined, raw store untouched ---------------

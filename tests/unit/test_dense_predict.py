@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import xgboost as xgb
@@ -41,6 +43,17 @@ def test_predict_dense_keeps_its_output_when_the_booster_predicts_again(booster_
     kept = first.copy()
     predict_dense(booster, rows[100:103].copy())
     assert first.tobytes() == kept.tobytes()
+
+
+def test_predict_dense_is_right_from_many_threads_at_once(booster_and_rows):
+    """Each thread has its own proxy DMatrix: concurrent calls never see each other's rows."""
+    booster, rows = booster_and_rows
+    chunks = [np.ascontiguousarray(rows[i : i + 1 + i % 9]) for i in range(0, 400)]
+    expected = [booster.inplace_predict(chunk, validate_features=False).tobytes() for chunk in chunks]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda chunk: predict_dense(booster, chunk).tobytes(), chunks))
+            assert got == expected
 
 
 def test_predict_dense_names_what_is_wrong_with_its_input(booster_and_rows):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
+from ray_jobs.split import split_frame
 from rayestate.inference_log import InferenceLogWriter, read_inference_log
 from rayestate.localstack import adapt_serve_config, load_serve_config
 from rayestate.model_io import LoadedModel
@@ -35,10 +36,10 @@ from serve_app.contract import (
     validated_columns,
 )
 from serve_app.http_guard import endpoint_label
-from serve_app.inference import dollar_effects, explain_rows, predict_rows
+from serve_app.inference import MISSING_FIELD_WARNINGS, XGB_THREADS, dollar_effects, explain_rows, predict_rows
 from serve_app.served_model import ServedModel
 from tests.support.listings import known_location
-from tests.support.models import sample_listings, train_sample_model
+from tests.support.models import sample_listings, train_sample_model, with_sample_range
 
 LISTING = {"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas", "city": "Austin"}
 
@@ -91,6 +92,24 @@ def test_explain_and_predict_agree(small_model):
     prices = predict_rows(model, rows)["prices"]
     explained = [r["price"] for r in explain_rows(model, rows)]
     assert explained == pytest.approx(prices, rel=1e-9)
+
+
+def test_an_explanation_carries_the_same_price_range_and_warnings_as_the_prediction(small_model):
+    """explain_rows prices from the explanation's own feature matrix (one prediction, not two)."""
+    base, frame = small_model
+    model = with_sample_range(base, split_frame(frame), rounds=10)
+    rows = frame.drop(columns=["price"]).head(12).to_dict("records")
+    rows[0] = {**rows[0], "house_size": None, "state": "Narnia"}
+    predicted = predict_rows(model, rows)
+    explained = explain_rows(model, rows)
+    assert [r["price"] for r in explained] == predicted["prices"]
+    assert [r["price_low"] for r in explained] == predicted["price_low"]
+    assert [r["price_high"] for r in explained] == predicted["price_high"]
+    bounds = zip(predicted["price_low"], predicted["prices"], predicted["price_high"], strict=True)
+    assert all(low < price < high for low, price, high in bounds)
+    assert [r["warnings"] for r in explained] == predicted["warnings"]
+    assert MISSING_FIELD_WARNINGS["house_size"] in explained[0]["warnings"]
+    assert any("'Narnia' was not seen" in text for text in explained[0]["warnings"])
 
 
 def test_unseen_state_zip_and_city_are_priced_with_warnings(small_model):
@@ -300,6 +319,22 @@ def test_swap_only_when_the_alias_moves_and_keep_the_last_good_model(small_model
     assert status["model_version"] == "2"
     assert status["registry_reachable"] is False
     assert "still serving version 2" in status["last_error"]
+
+
+def test_a_served_model_predicts_on_one_thread_with_every_booster_the_range_included(small_model):
+    """Serving sets the thread count once at load (predict_rows no longer wraps each call in a config context)."""
+    base, frame = small_model
+    model = with_sample_range(base, split_frame(frame), rounds=10)
+    boosters = [*model.boosters, model.interval.scale]
+
+    def threads() -> set[str]:
+        return {json.loads(b.save_config())["learner"]["generic_param"]["nthread"] for b in boosters}
+
+    for booster in boosters:
+        booster.set_param({"nthread": 0})  # as trained elsewhere: all cores
+    assert threads() == {"0"}
+    asyncio.run(ServedModel(RegistryDouble({"1": loaded(model, "1")}, "1")).wait_until_loaded(timeout_s=5))
+    assert threads() == {str(XGB_THREADS)}
 
 
 def test_a_replica_that_cannot_load_any_model_fails_to_start():
