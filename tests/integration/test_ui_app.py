@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from rayestate.localstack import free_port
+from serve_app.app import MODEL_REPORT_TTL_S
 from tests.support.ui import APP, PAGES, api, charts, click, metrics, no_exception, shifted_drift_report
 from ui.charts import money
 from ui.listings import DEFAULT_LISTING
@@ -173,11 +174,15 @@ def served_drift_report(serve_app_url, serve_state_dir):
     batch_id = f"ui-test-{uuid.uuid4().hex[:8]}"
     settings = Settings(state_dir=serve_state_dir)
     path = save_drift_report(settings, batch_id, shifted_drift_report(1.4))
+    saved = time.monotonic()
     try:
-        deadline = time.monotonic() + 60  # the API caches its model card for a few seconds
+        deadline = saved + 60
         while batch_id not in [r.get("batch_id") for r in api(serve_app_url, "/model")["drift_reports"]]:
             assert time.monotonic() < deadline, "the Serve app never listed the saved drift report"
             time.sleep(1)
+        # Each ingress replica caches /model for MODEL_REPORT_TTL_S: the one answering above read the
+        # new report, a sibling may still hold a copy from just before the save until its TTL runs out.
+        time.sleep(max(0.0, saved + MODEL_REPORT_TTL_S + 0.5 - time.monotonic()))
         yield batch_id
     finally:
         store.open_store(settings).fs.delete_file(path)
