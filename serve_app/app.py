@@ -7,7 +7,8 @@ from the environment, for ``serve run serve_app.app:app`` during development.
 The ingress validates, prices and explains single listings itself and routes batches: pydantic
 checks each listing; /predict and /explain are answered in the ingress replica (a hop to another
 replica costs Serve more CPU than a prediction, and a quarter of an explanation's); /predict/batch
-chunks go to the predictors through a DeploymentHandle, priced in parallel. Every error is JSON
+is split into chunks: the ingress prices the last and the predictors the others, through a
+DeploymentHandle, all at once. Every error is JSON
 with a ``detail`` and no stack trace.
 """
 
@@ -53,7 +54,7 @@ MODEL_CALL_TIMEOUT_S = 60.0
 HANDOFF_TIMEOUT_S = 10.0
 #: Tries of a call whose replica died under it (the first one included).
 REPLICA_LOST_ATTEMPTS = 3
-DEFAULT_BATCH_CHUNK_ROWS = 1000
+DEFAULT_BATCH_CHUNK_ROWS = 500
 #: What a predictor answers per row of a chunk (serve_app.inference.predict_rows).
 BATCH_LISTS = ("prices", "price_low", "price_high", "warnings")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -268,16 +269,24 @@ class Api(ListingReplica):
             self._log(raw_rows(columns), answer, version, "/predict/batch", started)
 
     async def _predict_in_chunks(self, columns: dict[str, list], rows: int) -> dict:
-        """Big batches go out in chunks, in parallel, so every predictor replica takes a share.
+        """A batch is priced in chunks at once: the last here, in a worker thread, the others by the predictors.
 
-        All chunks must come from one model version: if a swap landed between them, ask again.
+        Pricing one chunk here spreads a batch over two cores without a second hop: two chunks
+        sent to the predictors at the same instant can both land on one replica and run one after
+        the other. The predictors' chunks are sent first. All chunks must come from one model
+        version: if a swap landed between them, ask again.
         """
         size = self._batch_chunk_rows
         for _attempt in range(3):
             chunks = [{name: values[i : i + size] for name, values in columns.items()} for i in range(0, rows, size)]
+            loaded = self._served.current  # None: this replica has no model yet, the predictors price it all
+            handed_over = chunks[:-1] if loaded is not None else chunks
             calls = [
-                _answer(lambda chunk=chunk: self._predictor.predict_many.remote(chunk), "predictor") for chunk in chunks
+                _answer(lambda chunk=chunk: self._predictor.predict_many.remote(chunk), "predictor")
+                for chunk in handed_over
             ]
+            if loaded is not None:
+                calls.append(asyncio.to_thread(self.price_chunk, loaded, chunks[-1]))
             parts = await asyncio.gather(*calls)
             versions = {part["model_version"] for part in parts}
             if len(versions) == 1:

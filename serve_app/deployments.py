@@ -4,8 +4,8 @@ A single listing is priced and explained where its request arrives: the ingress 
 :class:`PricingReplica` and an :class:`ExplainingReplica`, because a hop to another replica costs
 Serve more CPU than a prediction, and a quarter of an explanation's (benchmarks/serve_bench.py:
 /explain at 16 connections 0.82x the baseline with an explainer deployment, 1.33x in the ingress).
-The predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel,
-and the single listings of an ingress replica that has no model (yet), so one replica's failed
+The predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel
+with the one the ingress prices itself, and the single listings of an ingress replica that has no model (yet), so one replica's failed
 load never turns into 503s while its siblings serve.
 Single-listing work is batched with ``@serve.batch``: the feature transform costs about the same
 for 1 row as for 32, so batching is where the throughput comes from.
@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from ray import serve
 
+from rayestate.model_io import LoadedModel
 from rayestate.settings import Settings
 from serve_app.inference import explain_rows, predict_rows
 from serve_app.metrics import reload_counter
@@ -119,6 +120,11 @@ class PricingReplica(ModelReplica):
 
         return isolate_failures(compute, rows)
 
+    def price_chunk(self, loaded: LoadedModel, columns: dict[str, list]) -> dict:
+        """A /predict/batch chunk (validated listings as columns) in one model call, with its model version."""
+        answer = predict_rows(loaded.model, columns, coverage=self._settings.interval_coverage)
+        return {**answer, "model_version": loaded.version}
+
 
 class ExplainingReplica(ModelReplica):
     """A replica that explains one listing per caller (exact TreeSHAP), concurrent callers batched.
@@ -163,7 +169,5 @@ class Predictor(ListingReplica):
     """
 
     async def predict_many(self, columns: dict[str, list]) -> dict:
-        """A whole /predict/batch request (validated listings as columns) in one model call."""
-        loaded = self._served.current
-        answer = predict_rows(loaded.model, columns, coverage=self._settings.interval_coverage)
-        return {**answer, "model_version": loaded.version}
+        """A /predict/batch chunk the ingress hands over (validated listings as columns)."""
+        return self.price_chunk(self._served.current, columns)

@@ -184,6 +184,11 @@ def test_an_ingress_replica_without_a_model_hands_its_listings_to_the_predictors
             answer = httpx.post(f"{url}{path}", json=LISTING, timeout=60)
             assert answer.status_code == 200, (path, answer.text)
             assert answer.json()["model_version"] == version and answer.json()["price"] > 0
+        # A batch of three chunks: with no model of its own, the ingress hands every chunk over.
+        batch = httpx.post(f"{url}/predict/batch", json={"listings": [LISTING] * 1_200}, timeout=60)
+        assert batch.status_code == 200, batch.text
+        prices = batch.json()["prices"]
+        assert batch.json()["model_version"] == version and len(prices) == 1_200 and len(set(prices)) == 1
 
         deadline = time.monotonic() + 60
         while True:  # each POST /reload reaches one ingress replica: until every one has loaded it
