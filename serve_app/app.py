@@ -8,8 +8,7 @@ The ingress validates, prices and explains single listings itself and routes bat
 checks each listing; /predict and /explain are answered in the ingress replica (a hop to another
 replica costs Serve more CPU than a prediction, and a quarter of an explanation's); /predict/batch
 is split into chunks: the ingress prices the last and the predictors the others, through a
-DeploymentHandle, all at once. Every error is JSON
-with a ``detail`` and no stack trace.
+DeploymentHandle, all at once. Every error is JSON with a ``detail`` and no stack trace.
 """
 
 import asyncio

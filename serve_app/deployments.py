@@ -5,8 +5,8 @@ A single listing is priced and explained where its request arrives: the ingress 
 Serve more CPU than a prediction, and a quarter of an explanation's (benchmarks/serve_bench.py:
 /explain at 16 connections 0.82x the baseline with an explainer deployment, 1.33x in the ingress).
 The predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel
-with the one the ingress prices itself, and the single listings of an ingress replica that has no model (yet), so one replica's failed
-load never turns into 503s while its siblings serve.
+with the one the ingress prices itself, and the single listings of an ingress replica that has
+no model (yet), so one replica's failed load never turns into 503s while its siblings serve.
 Single-listing work is batched with ``@serve.batch``: the feature transform costs about the same
 for 1 row as for 32, so batching is where the throughput comes from.
 """
