@@ -27,7 +27,7 @@ from rayestate.inference_log import InferenceLogWriter
 from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
 from rayestate.settings import load_settings
-from serve_app.contract import batch_rows, raw_rows, valid_batch, validate_listings, validated_columns
+from serve_app.contract import batch_rows, raw_columns, valid_batch, validate_listings, validated_columns
 from serve_app.inference import XGB_THREADS, explain_rows, predict_rows
 
 settings = load_settings()
@@ -52,11 +52,11 @@ async def lifespan(_app: FastAPI):
 app = FastAPI(title="baseline: FastAPI + uvicorn, one worker per core, same work as the Serve app", lifespan=lifespan)
 
 
-def _log(rows: list[dict], answer: dict, endpoint: str, started: float) -> None:
+def _log(listings: list[dict] | dict, answer: dict, endpoint: str, started: float) -> None:
     if state["log"] is not None:
         latency = (time.perf_counter() - started) * 1000.0
         state["log"].add(
-            rows, answer["prices"], lows=answer["price_low"], highs=answer["price_high"],
+            listings, answer["prices"], lows=answer["price_low"], highs=answer["price_high"],
             model_version=state["version"], endpoint=endpoint, latency_ms=latency,
         )  # fmt: skip
 
@@ -91,7 +91,7 @@ async def predict_batch(request: Request) -> Response:
     if good:
         columns = validated_columns([listing for _, listing in good])
         result = predict_rows(state["model"], columns, coverage=settings.interval_coverage)
-        _log(raw_rows(columns), result, "/predict/batch", started)
+        _log(raw_columns(columns), result, "/predict/batch", started)
         for (index, _), price, low, high, found in zip(good, *result.values(), strict=True):
             prices[index], lows[index], highs[index] = price, low, high
             if found:

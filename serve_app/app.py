@@ -34,7 +34,7 @@ from serve_app.contract import (
     BATCH_OPENAPI,
     batch_rows,
     field_errors,
-    raw_rows,
+    raw_columns,
     valid_batch,
     validate_listings,
     validated_columns,
@@ -160,12 +160,12 @@ class Api(ListingReplica):
         except (TimeoutError, DeploymentUnavailableError):  # none started yet, or Serve gave up on them
             return {"error": NO_MODEL}
 
-    def _log(self, rows: list[dict], answer: dict, version: str, endpoint: str, started: float) -> None:
-        """Queue what was asked and answered (``answer``: prices, price_low, price_high lists)."""
+    def _log(self, listings: list[dict] | dict, answer: dict, version: str, endpoint: str, started: float) -> None:
+        """Queue what was asked (raw rows or columns) and answered (``answer``: prices, price_low, price_high lists)."""
         if self._inference_log is not None:
             latency_ms = (time.perf_counter() - started) * 1000.0
             self._inference_log.add(
-                rows, answer["prices"], lows=answer["price_low"], highs=answer["price_high"], model_version=version,
+                listings, answer["prices"], lows=answer["price_low"], highs=answer["price_high"], model_version=version,
                 endpoint=endpoint, latency_ms=latency_ms,
             )  # fmt: skip
 
@@ -265,7 +265,7 @@ class Api(ListingReplica):
         where there is no event loop for the log's flush task to start on.
         """
         if self._inference_log is not None:
-            self._log(raw_rows(columns), answer, version, "/predict/batch", started)
+            self._log(raw_columns(columns), answer, version, "/predict/batch", started)
 
     async def _predict_in_chunks(self, columns: dict[str, list], rows: int) -> dict:
         """A batch is priced in chunks at once: the last here, in a worker thread, the others by the predictors.

@@ -103,11 +103,9 @@ def validated_columns(listings: list[Listing]) -> dict[str, list]:
     return {name: [getattr(listing, name) for listing in listings] for name in Listing.model_fields}
 
 
-def raw_rows(columns: dict[str, list]) -> list[dict]:
-    """validated_columns() back as raw-schema rows (zip as a float, like the dataset), for the log."""
-    columns = {**columns, "zip_code": [None if z is None else float(z) for z in columns["zip_code"]]}
-    names = list(columns)
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+def raw_columns(columns: dict[str, list]) -> dict[str, list]:
+    """validated_columns() as raw-schema columns (zip as a float, like the dataset), for the log."""
+    return {**columns, "zip_code": [None if z is None else float(z) for z in columns["zip_code"]]}
 
 
 def validate_listings(rows: list[Any]) -> tuple[list[tuple[int, Listing]], list[dict]]:

@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ray_jobs.live_drift import parse_since
@@ -100,3 +101,30 @@ def test_a_naive_since_is_utc_and_selects_the_rows_logged_from_then_on(settings)
     assert read_inference_log(settings, since=since.replace(tzinfo=UTC))["price"].tolist() == [2.0, 2.0]
     assert len(read_inference_log(settings, since=since - timedelta(hours=1))) == 5  # naive and earlier: all
     assert read_inference_log(settings, since=since + timedelta(hours=1)).empty
+
+
+def test_a_batch_is_queued_as_columns_and_logged_as_the_same_rows(settings):
+    rows = raw_rows(5, seed=4)
+    columns = {name: [row.get(name) for row in rows] for name in RAW_COLUMNS if name != "price"}
+    writer = InferenceLogWriter(settings)
+    writer.add(columns, [1.0, None, 3.0, 4.0, 5.0], lows=[0.5] * 5, highs=[2.0] * 5, model_version="2",
+               endpoint="/predict/batch", latency_ms=7)  # fmt: skip
+    writer.add(rows, [1.0, None, 3.0, 4.0, 5.0], model_version="2", endpoint="/predict/batch", latency_ms=7)
+    assert asyncio.run(writer.flush()) == 8  # the unpriced row of each call is left out
+    frame = read_inference_log(settings)
+    from_columns, from_rows = frame.iloc[:4].reset_index(drop=True), frame.iloc[4:].reset_index(drop=True)
+    listing_fields = [name for name in RAW_COLUMNS if name != "price"]
+    pd.testing.assert_frame_equal(from_columns[listing_fields], from_rows[listing_fields])
+    assert from_columns["house_size"].tolist() == [rows[i]["house_size"] for i in (0, 2, 3, 4)]
+    assert from_columns["price_low"].tolist() == [0.5] * 4 and from_rows["price_low"].isna().all()
+    with pytest.raises(ValueError, match="3 prices for listings of \\[5\\] rows"):
+        writer.add(columns, [1.0] * 3, model_version="2", endpoint="/predict/batch", latency_ms=7)
+
+
+def test_the_bound_drops_the_oldest_rows_even_inside_one_queued_batch(settings):
+    writer = InferenceLogWriter(settings, max_buffer=5)
+    writer.add(raw_rows(4), [1.0, 2.0, 3.0, 4.0], model_version="1", endpoint="/predict/batch", latency_ms=1)
+    writer.add(raw_rows(3, seed=2), [5.0, 6.0, 7.0], model_version="1", endpoint="/predict/batch", latency_ms=1)
+    assert writer.status()["rows_buffered"] == 5 and writer.rows_dropped == 2
+    assert asyncio.run(writer.flush()) == 5
+    assert read_inference_log(settings)["price"].tolist() == [3.0, 4.0, 5.0, 6.0, 7.0]

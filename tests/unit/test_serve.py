@@ -23,14 +23,14 @@ from ray_jobs.split import split_frame
 from rayestate.inference_log import InferenceLogWriter, read_inference_log
 from rayestate.localstack import adapt_serve_config, load_serve_config
 from rayestate.model_io import LoadedModel
-from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, STATES, Listing
+from rayestate.schema import MAX_BATH, MAX_BED, MAX_HOUSE_SIZE, MIN_HOUSE_SIZE, RAW_COLUMNS, STATES, Listing
 from rayestate.settings import Settings
 from serve_app.app import Api
 from serve_app.contract import (
     BatchRequest,
     batch_rows,
     field_errors,
-    raw_rows,
+    raw_columns,
     valid_batch,
     validate_listings,
     validated_columns,
@@ -425,15 +425,16 @@ def test_a_missing_alias_is_not_reported_as_an_unreachable_registry():
     assert status["registry_reachable"] is True and "alias names no model" in status["last_error"]
 
 
-def test_batch_columns_turn_back_into_the_raw_rows_the_model_and_the_log_see():
+def test_batch_columns_turn_back_into_the_raw_columns_the_model_and_the_log_see():
     listings = [
         Listing.model_validate({"bed": 3, "bath": 2, "acre_lot": 0.2, "house_size": 1500, "state": "Texas",
                                 "zip_code": "00601", "city": "Austin", "prev_sold_date": "2019-05-01"}),
         Listing.model_validate({"bed": 1, "bath": 1, "acre_lot": 0.1, "house_size": 500, "state": "Ohio"}),
     ]  # fmt: skip
-    expected = [{k: v for k, v in listing.to_raw_row().items() if k != "price"} for listing in listings]
-    assert raw_rows(validated_columns(listings)) == expected
-    assert raw_rows(validated_columns([])) == []
+    rows = [listing.to_raw_row() for listing in listings]
+    expected = {name: [row[name] for row in rows] for name in RAW_COLUMNS if name != "price"}
+    assert raw_columns(validated_columns(listings)) == expected
+    assert raw_columns(validated_columns([])) == {name: [] for name in expected}
 
 
 def test_a_call_whose_replica_died_is_sent_again_and_gives_up_with_a_503():
