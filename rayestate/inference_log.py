@@ -59,11 +59,14 @@ class _Block:
     def __len__(self) -> int:
         return len(self.prices)
 
-    def without_first(self, count: int) -> _Block:
-        return _Block(
-            {name: values[count:] for name, values in self.columns.items()},
-            self.prices[count:], self.lows[count:], self.highs[count:], self.meta,
-        )  # fmt: skip
+    def only(self, positions) -> _Block:
+        """The block's rows at ``positions`` (the priced ones; the newest when the bound drops some)."""
+
+        def pick(values: list) -> list:
+            return [values[i] for i in positions]
+
+        columns = {name: pick(values) for name, values in self.columns.items()}
+        return _Block(columns, pick(self.prices), pick(self.lows), pick(self.highs), self.meta)
 
 
 class InferenceLogWriter:
@@ -112,11 +115,7 @@ class InferenceLogWriter:
         highs = highs if highs is not None else [None] * count
         block = _Block(columns, prices, lows, highs, (model_version, endpoint, float(latency_ms), datetime.now(UTC)))
         if any(price is None for price in prices):
-            kept = [i for i, price in enumerate(prices) if price is not None]
-            block = _Block(
-                {name: [values[i] for i in kept] for name, values in columns.items()}, [prices[i] for i in kept],
-                [lows[i] for i in kept], [highs[i] for i in kept], block.meta,
-            )  # fmt: skip
+            block = block.only([i for i, price in enumerate(prices) if price is not None])
         if not len(block):
             return
         with self._lock:
@@ -136,7 +135,7 @@ class InferenceLogWriter:
             if dropped == len(oldest):
                 self._blocks.popleft()
             else:
-                self._blocks[0] = oldest.without_first(dropped)
+                self._blocks[0] = oldest.only(range(dropped, len(oldest)))
             self._buffered -= dropped
             self.rows_dropped += dropped
 
