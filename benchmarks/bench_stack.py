@@ -102,7 +102,7 @@ class ServeStack:
         self.mlflow = localstack.MlflowServer(mlflow_root)
         self.mlflow.start()
         self.model = load_model_by_alias(self._client(), real_champion.MODEL_NAME, "champion").model
-        self.model.use_threads(XGB_THREADS)  # as a replica holds it
+        self.model.prepare_for_serving(XGB_THREADS)  # as a replica holds it
         os.environ.update(self.ray_env)
         context = localstack.init_local_ray(num_cpus=2)
         from ray import serve

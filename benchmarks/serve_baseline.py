@@ -39,7 +39,7 @@ async def lifespan(_app: FastAPI):
     loaded = load_model_by_alias(
         MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name, settings.model_alias
     )
-    loaded.model.use_threads(XGB_THREADS)  # as each Serve replica: one core's worth of work per process
+    loaded.model.prepare_for_serving(XGB_THREADS)  # as each Serve replica: one core's worth of work per process
     state["model"], state["version"] = loaded.model, loaded.version
     state["log"] = (
         InferenceLogWriter(settings, flush_s=settings.inference_log_flush_s) if settings.inference_log else None

@@ -17,7 +17,7 @@ import numpy as np
 import xgboost as xgb
 
 from rayestate.comparables import ComparablesIndex
-from rayestate.dense_predict import predict_dense
+from rayestate.dense_predict import predict_each, prepare_one_row
 from rayestate.features import (
     CATEGORICAL_FEATURES,
     FEATURE_LABELS,
@@ -78,15 +78,18 @@ class PriceModel:
         if not self.boosters:
             raise ValueError("a PriceModel needs at least one booster")
 
-    def use_threads(self, threads: int) -> PriceModel:
-        """Predict with ``threads`` XGBoost threads per call, every booster (the range's scale model too).
+    def prepare_for_serving(self, threads: int) -> PriceModel:
+        """Ready every booster (the range's scale model too) for serving: ``threads`` XGBoost threads per
+        call, and the one-row leaf tables built (``dense_predict.prepare_one_row``).
 
-        Set once where the model is loaded for serving: a per-call ``xgb.config_context`` costs
-        ~0.07 ms of JSON config round trips, a tenth of pricing one listing.
+        Done once where the model is loaded for serving: a per-call ``xgb.config_context`` costs
+        ~0.07 ms of JSON config round trips, a tenth of pricing one listing, and a leaf table built
+        on the first one-listing request would make that request wait for it.
         """
         boosters = self.boosters + ([self.interval.scale] if self.interval is not None else [])
         for booster in boosters:
             booster.set_param({"nthread": threads})
+            prepare_one_row(booster)
         return self
 
     def predict_log(self, listings, keys: ListingKeys | None = None) -> np.ndarray:
@@ -120,7 +123,7 @@ class PriceModel:
         """The model's output (mean log price of the bag) for a feature matrix (FeatureTransform.matrix)."""
         # The boosters read the float matrix as it is (categories as their training codes); a
         # DataFrame would be converted column by column on every call, for every booster of the bag.
-        outputs = [predict_dense(b, matrix) for b in self.boosters]
+        outputs = predict_each(self.boosters, matrix)
         return np.mean(outputs, axis=0, dtype="float64")
 
     def predict(self, listings, keys: ListingKeys | None = None) -> np.ndarray:

@@ -92,7 +92,7 @@ def predict_rows(model: PriceModel, listings, *, coverage: float = DEFAULT_COVER
     "warnings"}``, one entry per row. No pandas on this path: one listing costs well under a
     millisecond, where a DataFrame's per-call overhead alone cost ~5 ms; a big batch takes the
     same code (one definition). XGBoost uses the boosters' own thread count: whoever loads the
-    model for serving sets it once (``PriceModel.use_threads(XGB_THREADS)``).
+    model for serving sets it once (``PriceModel.prepare_for_serving(XGB_THREADS)``).
     """
     columns = listing_columns(listings)
     keys = ListingKeys.of(columns)  # the transform and the warnings share them

@@ -111,7 +111,7 @@ class ServedModel:
                 return False
             try:
                 loaded = await asyncio.to_thread(self._source.load, version)
-                loaded.model.use_threads(XGB_THREADS)
+                loaded.model.prepare_for_serving(XGB_THREADS)
             except Exception as exc:
                 return self._failed(f"could not load version {version}: {_short(exc)}")
             previous = self.current.version if self.current else "none"

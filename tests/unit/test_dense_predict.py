@@ -1,4 +1,8 @@
-"""predict_dense is inplace_predict without the wrapper: the same C call, so the same bits."""
+"""predict_dense is inplace_predict without the wrapper: the same bits, for a batch or one row.
+
+A batch takes the same C call; one row takes the leaf sum (leaf indices from the library, summed in
+tree order), which must give the block kernel's bits for every row, or not be used.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from rayestate.dense_predict import predict_dense
+from rayestate import dense_predict
+from rayestate.dense_predict import predict_dense, predict_each
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +67,61 @@ def test_predict_dense_names_what_is_wrong_with_its_input(booster_and_rows):
         predict_dense(booster, rows[:3, ::2])
     with pytest.raises(TypeError, match="C-contiguous 2-D float matrix"):
         predict_dense(booster, rows[:3].astype(object))
-    with pytest.raises(xgb.core.XGBoostError):  # XGBoost's own message: the column count does not match
-        predict_dense(booster, np.zeros((2, 9)))
+    for rows_of_nine in (np.zeros((2, 9)), np.zeros((1, 9))):  # a batch, and one row (the leaf sum's road)
+        with pytest.raises(xgb.core.XGBoostError):  # XGBoost's own message: the column count does not match
+            predict_dense(booster, rows_of_nine)
     assert predict_dense(booster, rows[:0].copy()).shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_one_row_is_the_leaf_sum_with_the_block_kernels_bits_for_every_row(booster_and_rows, dtype):
+    """Each row alone gives the bits the whole batch gives it, unseen category codes included."""
+    booster, rows = booster_and_rows
+    rows = rows.copy()
+    rows[::50, 2] = 9  # a category code the trees never saw
+    matrix = np.ascontiguousarray(rows, dtype=dtype)
+    batch = booster.inplace_predict(matrix, validate_features=False)
+    alone = np.concatenate([predict_dense(booster, matrix[i : i + 1]) for i in range(len(matrix))])
+    assert dense_predict._leaf_sums[booster] is not None  # the leaf sum served them, not the block kernel
+    assert alone.dtype == np.float32
+    assert alone.tobytes() == batch.tobytes()
+
+
+def test_a_booster_whose_output_is_not_the_leaf_sum_keeps_the_block_kernel(booster_and_rows):
+    """A logistic model's output is the sigmoid of the sum: its probe row tells, and one row stays right."""
+    _, rows = booster_and_rows
+    features = np.nan_to_num(rows[:, [0, 1, 3]])
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgb.DMatrix(features, (features[:, 0] > 0).astype(float)),
+        10,
+    )
+    one = np.ascontiguousarray(features[:1])
+    assert predict_dense(booster, one).tobytes() == booster.inplace_predict(one, validate_features=False).tobytes()
+    assert dense_predict._leaf_sums[booster] is None
+
+
+def test_a_bag_shares_one_row_and_each_booster_gives_its_own_bits(booster_and_rows):
+    """predict_each: a bag of boosters on one matrix, leaf sums and the block kernel mixed, one row or many."""
+    booster, rows = booster_and_rows
+    train = xgb.DMatrix(
+        rows,
+        np.nan_to_num(rows[:, 1]),
+        feature_types=["float", "float", "c", "float", "float"],
+        enable_categorical=True,
+    )
+    other = xgb.train({"max_depth": 4, "eta": 0.3, "nthread": 1, "seed": 7}, train, 25)
+    logistic = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgb.DMatrix(np.nan_to_num(rows), (np.nan_to_num(rows[:, 0]) > 0).astype(float)),
+        10,
+    )
+    bag = [booster, other, logistic]
+    for count in (1, 1, 5):  # the second one-row call finds the tables built
+        for start in (0, 17, 3001):
+            matrix = np.ascontiguousarray(rows[start : start + count])
+            got = predict_each(bag, matrix)
+            want = [b.inplace_predict(matrix, validate_features=False) for b in bag]
+            assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
+    assert [dense_predict._leaf_sums[b] is not None for b in bag] == [True, True, False]
+    assert [len(p) for p in predict_each(bag, rows[:0].copy())] == [0, 0, 0]

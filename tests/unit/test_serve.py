@@ -20,6 +20,7 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 from ray_jobs.split import split_frame
+from rayestate import dense_predict
 from rayestate.inference_log import InferenceLogWriter, read_inference_log
 from rayestate.localstack import adapt_serve_config, load_serve_config
 from rayestate.model_io import LoadedModel
@@ -322,7 +323,8 @@ def test_swap_only_when_the_alias_moves_and_keep_the_last_good_model(small_model
 
 
 def test_a_served_model_predicts_on_one_thread_with_every_booster_the_range_included(small_model):
-    """Serving sets the thread count once at load (predict_rows no longer wraps each call in a config context)."""
+    """Serving sets the thread count once at load (predict_rows no longer wraps each call in a config context),
+    and builds each booster's one-row leaf table then, not on the first one-listing request."""
     base, frame = small_model
     model = with_sample_range(base, split_frame(frame), rounds=10)
     boosters = [*model.boosters, model.interval.scale]
@@ -335,6 +337,7 @@ def test_a_served_model_predicts_on_one_thread_with_every_booster_the_range_incl
     assert threads() == {"0"}
     asyncio.run(ServedModel(RegistryDouble({"1": loaded(model, "1")}, "1")).wait_until_loaded(timeout_s=5))
     assert threads() == {str(XGB_THREADS)}
+    assert all(dense_predict._leaf_sums.get(b) is not None for b in boosters)
 
 
 def test_a_replica_that_cannot_load_any_model_fails_to_start():
