@@ -17,12 +17,12 @@ from ray_jobs.fit import refit, xgb_params
 from ray_jobs.live_quality import live_quality
 from ray_jobs.outcomes import record_outcomes, relative_errors
 from ray_jobs.split import Splits
-from rayestate import store
+from rayestate import dense_predict, store
 from rayestate.features import log_price
 from rayestate.inference_log import read_inference_log
 from rayestate.schema import conform_table
 from rayestate.settings import Settings
-from serve_app.inference import explain_rows
+from serve_app.inference import explain_rows, predict_rows
 from tests.support.models import with_sample_range
 
 BATCH = 5_000
@@ -73,6 +73,19 @@ def test_field_groups_add_up_exactly_on_2000_real_rows_with_a_bag(real, bagged_m
     for answer in explain_rows(bagged_model, rows, comparables=0):
         total = answer["base_value"] + math.fsum(group["shap"] for group in answer["groups"])
         assert total == pytest.approx(answer["log_price"], abs=5e-5)
+
+
+def test_one_real_listing_alone_gets_the_batchs_price_and_range_bit_for_bit(real, bagged_model):
+    """One row takes the leaf sum (dense_predict), a batch XGBoost's block kernel: same bits, on real rows."""
+    bagged_model.prepare_for_serving(1)
+    boosters = [*bagged_model.boosters, bagged_model.interval.scale]
+    assert all(dense_predict._leaf_sums[booster] is not None for booster in boosters)
+    rows = as_sent(real.iloc[80_000:81_000])  # missing fields as they appear
+    batch = predict_rows(bagged_model, rows)
+    for index, row in enumerate(rows):
+        alone = predict_rows(bagged_model, [row])
+        for key in ("prices", "price_low", "price_high"):
+            assert alone[key] == [batch[key][index]], (index, key)
 
 
 def test_the_price_range_covers_about_its_nominal_share_of_held_out_real_rows(real, bagged_model):
