@@ -22,10 +22,10 @@ its array layout for blocks of more than one row; xgboost 3.4 skips it for one r
 not on PyPI's 3.2 line): ~46% of pricing one listing on a 361-tree champion. For one row this module
 asks the library for the leaf each tree sends the row to (a one-row DMatrix and a "leaf" prediction,
 which computes no depths) and adds the leaves' values to the base score in tree order in float32, as
-the kernel does: the same bits (tests compare every row with ``inplace_predict``; 2,000 real listings
-priced one by one gave the batch's bits). A synthetic 361-tree booster: 470 -> 130 µs per one-row
-call. One listing through ``predict_rows`` on the real champion (a bag of two boosters, which share
-one DMatrix, and the range's scale model), CPU per listing: 0.95 -> 0.64 ms.
+the kernel does: the same bits (unit tests compare every row with ``inplace_predict``; a data test
+prices 1,000 real listings one by one and gets the batch's bits). A synthetic 361-tree booster:
+470 -> 130 µs per one-row call. One listing through ``predict_rows`` on the real champion (a bag of
+two boosters, which share one DMatrix, and the range's scale model), CPU per listing: 0.95 -> 0.64 ms.
 A booster whose output is not that sum (an objective with a link, several outputs) is found when
 its table is built, by comparing both roads on a probe row, and keeps the block kernel.
 
@@ -118,14 +118,17 @@ def predict_each(boosters: Sequence[xgb.Booster], matrix: np.ndarray) -> list[np
     if rows == 0:
         return [np.zeros(0, dtype=np.float32) for _ in boosters]
     if rows == 1:
+        # A table for another column count leaves the block kernel to name the mismatch.
         sums = [_leaf_sum(booster) for booster in boosters]
-        if any(leaf_sum is not None and leaf_sum.features == matrix.shape[1] for leaf_sum in sums):
+        sums = [
+            leaf_sum if leaf_sum is not None and leaf_sum.features == matrix.shape[1] else None for leaf_sum in sums
+        ]
+        if any(leaf_sum is not None for leaf_sum in sums):
             with _OneRow(matrix) as row:
                 return [
-                    leaf_sum(booster, row) if leaf_sum is not None and leaf_sum.features == matrix.shape[1]
-                    else _block_predict(booster, matrix)
+                    _block_predict(booster, matrix) if leaf_sum is None else leaf_sum(booster, row)
                     for booster, leaf_sum in zip(boosters, sums, strict=True)
-                ]  # fmt: skip
+                ]
     return [_block_predict(booster, matrix) for booster in boosters]
 
 
@@ -226,6 +229,7 @@ class _LeafSum:
 #: booster's first one-row prediction; a booster changed in place after that (load_model into it)
 #: would need a new one, which served boosters never are.
 _leaf_sums: weakref.WeakKeyDictionary[xgb.Booster, _LeafSum | None] = weakref.WeakKeyDictionary()
+_NOT_BUILT = object()
 
 
 def prepare_one_row(booster: xgb.Booster) -> bool:
@@ -238,8 +242,9 @@ def prepare_one_row(booster: xgb.Booster) -> bool:
 
 
 def _leaf_sum(booster: xgb.Booster) -> _LeafSum | None:
-    if booster in _leaf_sums:
-        return _leaf_sums[booster]
+    known = _leaf_sums.get(booster, _NOT_BUILT)  # one lookup: this runs on every one-row call
+    if known is not _NOT_BUILT:
+        return known
     try:
         leaf_sum = _LeafSum(booster)
         probe = np.zeros((1, leaf_sum.features))
