@@ -20,14 +20,15 @@ One row takes another road. xgboost 3.2's block kernel walks every node of every
 trees' depths before it predicts anything (``PredictBatchByBlockKernel``'s ``tree_depth``, used only by
 its array layout for blocks of more than one row; xgboost 3.4 skips it for one row, dmlc/xgboost#12307,
 not on PyPI's 3.2 line): ~46% of pricing one listing on a 361-tree champion. For one row this module
-asks the library for the leaf each tree sends the row to (a one-row DMatrix and a "leaf" prediction,
-which computes no depths) and adds the leaves' values to the base score in tree order in float32, as
+has Treelite's GTIL (the dmlc tree-inference library, the booster converted once when it is prepared)
+give each tree's leaf value for the row, and adds them to the base score in tree order in float32, as
 the kernel does: the same bits (unit tests compare every row with ``inplace_predict``; a data test
-prices 1,000 real listings one by one and gets the batch's bits). A synthetic 361-tree booster:
-470 -> 130 µs per one-row call. One listing through ``predict_rows`` on the real champion (a bag of
-two boosters, which share one DMatrix, and the range's scale model), CPU per listing: 0.95 -> 0.64 ms.
-A booster whose output is not that sum (an objective with a link, several outputs) is found when
-its table is built, by comparing both roads on a probe row, and keeps the block kernel.
+prices 1,000 real listings one by one and gets the batch's bits). Asking XGBoost itself for the leaves
+(a one-row DMatrix and a "leaf" prediction) skips the walk too, but making that DMatrix costs a
+``Context`` per call: on the real champion's bag of two, 200-270 µs per one-row call that way,
+60-85 µs through GTIL (stop 32's probe, 2,000 real listings, the same bits). A booster whose output is
+not that sum (an objective with a link, several outputs) or that Treelite cannot convert is found
+when its scorer is built, by comparing both roads on a probe row, and keeps the block kernel.
 
 Only what the served models need: dense float64/float32 C-contiguous matrices, plain ("value")
 predictions of every tree, missing values as NaN, one output per row.
@@ -43,7 +44,10 @@ import weakref
 from collections.abc import Sequence
 
 import numpy as np
+import treelite
 import xgboost as xgb
+from treelite import TreeliteError
+from treelite.libpath import find_lib_path as treelite_lib_path
 from xgboost.libpath import find_lib_path
 
 
@@ -98,11 +102,29 @@ _CONFIG = json.dumps(
 ).encode()
 
 
-#: XGBoosterPredictFromDMatrix's config for the leaf index of every tree ("type" 6: PredictionType::kLeaf).
-_LEAF_CONFIG = json.dumps(
-    {"type": 6, "training": False, "iteration_begin": 0, "iteration_end": 0, "strict_shape": False}
-).encode()
-_DMATRIX_CONFIG = json.dumps({"missing": float("nan"), "nthread": 1}).encode()
+@functools.cache
+def _treelite() -> tuple[ctypes.CDLL, ctypes.c_void_p]:
+    """libtreelite as treelite loaded it, and one GTIL config for every call: each tree's output, one thread."""
+    lib = ctypes.CDLL(str(treelite_lib_path()[0]))
+    lib.TreeliteGetLastError.restype = ctypes.c_char_p
+    pointer, count = ctypes.c_void_p, ctypes.c_uint64
+    lib.TreeliteGTILPredict.argtypes = [pointer, pointer, ctypes.c_char_p, count, pointer, pointer]
+    lib.TreeliteGTILGetOutputShape.argtypes = [
+        pointer,
+        count,
+        pointer,
+        ctypes.POINTER(ctypes.POINTER(count)),
+        ctypes.POINTER(count),
+    ]
+    config = ctypes.c_void_p()  # read-only once parsed: shared by every thread, kept for the process
+    config_json = json.dumps({"predict_type": "score_per_tree", "nthread": 1}).encode()
+    _check_treelite(lib, lib.TreeliteGTILParseConfig(config_json, ctypes.byref(config)))
+    return lib, config
+
+
+def _check_treelite(lib: ctypes.CDLL, status: int) -> None:
+    if status != 0:
+        raise TreeliteError(lib.TreeliteGetLastError().decode())
 
 
 def predict_dense(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
@@ -111,24 +133,23 @@ def predict_dense(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
 
 
 def predict_each(boosters: Sequence[xgb.Booster], matrix: np.ndarray) -> list[np.ndarray]:
-    """:func:`predict_dense` of each booster (a bag) on one matrix; one row makes its DMatrix once for all."""
+    """:func:`predict_dense` of each booster (a bag) on one matrix; one row goes through the leaf sums."""
     if matrix.ndim != 2 or matrix.dtype not in (np.float64, np.float32) or not matrix.flags.c_contiguous:
         raise TypeError(f"a C-contiguous 2-D float matrix is required, got {matrix.dtype} of shape {matrix.shape}")
     rows = matrix.shape[0]
     if rows == 0:
         return [np.zeros(0, dtype=np.float32) for _ in boosters]
     if rows == 1:
-        # A table for another column count leaves the block kernel to name the mismatch.
-        sums = [_leaf_sum(booster) for booster in boosters]
-        sums = [
-            leaf_sum if leaf_sum is not None and leaf_sum.features == matrix.shape[1] else None for leaf_sum in sums
-        ]
-        if any(leaf_sum is not None for leaf_sum in sums):
-            with _OneRow(matrix) as row:
-                return [
-                    _block_predict(booster, matrix) if leaf_sum is None else leaf_sum(booster, row)
-                    for booster, leaf_sum in zip(boosters, sums, strict=True)
-                ]
+        row = matrix.astype(np.float32)  # what XGBoost compares with its float32 split conditions
+        predictions = []
+        for booster in boosters:
+            leaf_sum = _leaf_sum(booster)
+            # A table for another column count leaves the block kernel to name the mismatch.
+            if leaf_sum is None or leaf_sum.features != matrix.shape[1]:
+                predictions.append(_block_predict(booster, matrix))
+            else:
+                predictions.append(leaf_sum(row))
+        return predictions
     return [_block_predict(booster, matrix) for booster in boosters]
 
 
@@ -171,61 +192,55 @@ def _block_predict(booster: xgb.Booster, matrix: np.ndarray) -> np.ndarray:
     return _output(shape, dims, preds)
 
 
-class _OneRow:
-    """A one-row DMatrix for the leaf predictions of one call, freed when the call ends.
+class _LeafSum:
+    """One row's prediction as the block kernel makes it: base score plus each tree's leaf, in order, in float32.
 
-    Made per call: the library has no way to refill a DMatrix, and a DMatrix (~65 µs to make and
-    free, most of it the library's Context) is what a leaf prediction takes.
+    Treelite finds the leaves (its GTIL walks the booster's trees, converted once, with XGBoost's float32
+    split conditions, default directions and category sets) and returns each tree's leaf value; the sum
+    is made here, in the kernel's order.
     """
 
-    def __init__(self, matrix: np.ndarray) -> None:
-        self.handle = ctypes.c_void_p()
-        _check(_library().XGDMatrixCreateFromDense(_interface(matrix), _DMATRIX_CONFIG, ctypes.byref(self.handle)))
-
-    def __enter__(self) -> _OneRow:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _library().XGDMatrixFree(self.handle)
-
-    def leaves(self, booster: xgb.Booster) -> np.ndarray:
-        """The leaf each tree of ``booster`` sends the row to (float32, as the library returns them)."""
+    def __init__(self, booster: xgb.Booster) -> None:
+        self._model = _treelite_model(booster)  # held: GTIL calls use its handle
+        if self._model.input_type != "float32" or self._model.output_type != "float32":
+            raise TypeError(f"expected a float32 model, got {self._model.input_type} -> {self._model.output_type}")
+        lib, config = _treelite()
         shape = ctypes.POINTER(ctypes.c_uint64)()
         dims = ctypes.c_uint64()
-        preds = ctypes.POINTER(ctypes.c_float)()
-        _check(
-            _library().XGBoosterPredictFromDMatrix(
-                booster.handle, self.handle, _LEAF_CONFIG, ctypes.byref(shape), ctypes.byref(dims), ctypes.byref(preds)
-            )
+        _check_treelite(
+            lib, lib.TreeliteGTILGetOutputShape(self._model.handle, 1, config, ctypes.byref(shape), ctypes.byref(dims))
         )
-        return _output(shape, dims, preds)
-
-
-class _LeafSum:
-    """One row's prediction as the block kernel makes it: base score plus each tree's leaf, in order, in float32."""
-
-    def __init__(self, booster: xgb.Booster) -> None:
-        document = json.loads(booster.save_raw("json"))
-        learner = document["learner"]
-        trees = learner["gradient_booster"]["model"]["trees"]
-        # A leaf's value is its split_conditions entry (the JSON model's layout); other entries are unused.
-        width = max(len(tree["split_conditions"]) for tree in trees)
-        self.values = np.zeros((len(trees), width), dtype=np.float32)
-        for index, tree in enumerate(trees):
-            self.values[index, : len(tree["split_conditions"])] = tree["split_conditions"]
+        self.trees = self._model.num_tree
+        if [shape[i] for i in range(dims.value)] != [1, self.trees, 1]:
+            raise ValueError("not one output per tree: the leaf sum is not this booster's prediction")
+        learner = json.loads(booster.save_config())["learner"]
         self.base = np.float32(json.loads(learner["learner_model_param"]["base_score"])[0])
         self.features = booster.num_features()
-        self._trees = np.arange(len(trees))
 
-    def __call__(self, booster: xgb.Booster, row: _OneRow) -> np.ndarray:
-        leaves = row.leaves(booster).astype(np.intp)
-        if leaves.shape != self._trees.shape:
-            raise ValueError(f"the booster has {leaves.size} trees, its leaf table {self._trees.size}: it changed")
-        summed = np.cumsum(np.concatenate(([self.base], self.values[self._trees, leaves])), dtype=np.float32)
-        return summed[-1:]
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        """The prediction for ``row``: one C-contiguous float32 row of ``features`` values."""
+        lib, config = _treelite()
+        terms = np.empty(self.trees + 1, dtype=np.float32)
+        terms[0] = self.base
+        output = terms.ctypes.data + terms.itemsize  # the trees' leaf values fill terms[1:]
+        _check_treelite(
+            lib, lib.TreeliteGTILPredict(self._model.handle, row.ctypes.data, b"float32", 1, output, config)
+        )
+        return np.cumsum(terms, dtype=np.float32)[-1:]
 
 
-#: Per booster, its leaf table, or None where the leaf sum is not the booster's output. Built on the
+def _treelite_model(booster: xgb.Booster) -> treelite.Model:
+    """The booster as a Treelite model, without the category encoder XGBoost keeps when trained on a frame.
+
+    The encoder maps a data frame's category names to the codes the trees split on; this module is
+    given the codes, and Treelite refuses a model that carries one.
+    """
+    document = json.loads(booster.save_raw("json"))
+    document["learner"]["gradient_booster"]["model"].pop("cats", None)
+    return treelite.frontend.from_xgboost_json(json.dumps(document))
+
+
+#: Per booster, its leaf sum, or None where the leaf sum is not the booster's output. Built on the
 #: booster's first one-row prediction; a booster changed in place after that (load_model into it)
 #: would need a new one, which served boosters never are.
 _leaf_sums: weakref.WeakKeyDictionary[xgb.Booster, _LeafSum | None] = weakref.WeakKeyDictionary()
@@ -233,9 +248,9 @@ _NOT_BUILT = object()
 
 
 def prepare_one_row(booster: xgb.Booster) -> bool:
-    """Build the booster's leaf table now (not on its first one-row call); True if one row will use it.
+    """Build the booster's leaf sum now (not on its first one-row call); True if one row will use it.
 
-    The table costs a JSON dump of the model: tens of milliseconds for the champion, which a serving
+    It costs converting the model to Treelite's: ~30 ms per booster of the champion, which a serving
     replica pays when it loads a model rather than on the request that follows.
     """
     return _leaf_sum(booster) is not None
@@ -247,11 +262,10 @@ def _leaf_sum(booster: xgb.Booster) -> _LeafSum | None:
         return known
     try:
         leaf_sum = _LeafSum(booster)
-        probe = np.zeros((1, leaf_sum.features))
-        with _OneRow(probe) as row:
-            if leaf_sum(booster, row).tobytes() != _block_predict(booster, probe).tobytes():
-                leaf_sum = None
-    except (KeyError, IndexError, ValueError, TypeError, xgb.core.XGBoostError):
+        probe = np.zeros((1, leaf_sum.features), dtype=np.float32)
+        if leaf_sum(probe).tobytes() != _block_predict(booster, probe).tobytes():
+            leaf_sum = None
+    except (KeyError, IndexError, ValueError, TypeError, TreeliteError, xgb.core.XGBoostError):
         leaf_sum = None  # not a model of scalar trees with one output: the block kernel serves it
     _leaf_sums[booster] = leaf_sum
     return leaf_sum

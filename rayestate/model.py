@@ -80,10 +80,10 @@ class PriceModel:
 
     def prepare_for_serving(self, threads: int) -> PriceModel:
         """Ready every booster (the range's scale model too) for serving: ``threads`` XGBoost threads per
-        call, and the one-row leaf tables built (``dense_predict.prepare_one_row``).
+        call, and the one-row leaf sums built (``dense_predict.prepare_one_row``).
 
         Done once where the model is loaded for serving: a per-call ``xgb.config_context`` costs
-        ~0.07 ms of JSON config round trips, a tenth of pricing one listing, and a leaf table built
+        ~0.07 ms of JSON config round trips, a tenth of pricing one listing, and a leaf sum built
         on the first one-listing request would make that request wait for it.
         """
         boosters = self.boosters + ([self.interval.scale] if self.interval is not None else [])

@@ -1,14 +1,16 @@
 """predict_dense is inplace_predict without the wrapper: the same bits, for a batch or one row.
 
-A batch takes the same C call; one row takes the leaf sum (leaf indices from the library, summed in
+A batch takes the same C call; one row takes the leaf sum (each tree's leaf from Treelite, summed in
 tree order), which must give the block kernel's bits for every row, or not be used.
 """
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 import pytest
 import xgboost as xgb
 
@@ -85,6 +87,22 @@ def test_one_row_is_the_leaf_sum_with_the_block_kernels_bits_for_every_row(boost
     assert dense_predict._leaf_sums[booster] is not None  # the leaf sum served them, not the block kernel
     assert alone.dtype == np.float32
     assert alone.tobytes() == batch.tobytes()
+
+
+def test_a_booster_trained_on_a_frames_categories_takes_the_leaf_sum_with_the_same_bits(booster_and_rows):
+    """Trained on a data frame, XGBoost keeps the categories' encoder in the model (Treelite refuses such a
+    model as it is): the leaf sum converts it without the encoder, as it is given codes, and gets the bits."""
+    _, rows = booster_and_rows
+    frame = pd.DataFrame(rows, columns=list("abcde"))
+    frame["c"] = pd.Categorical(np.nan_to_num(rows[:, 2], nan=-1).astype(int).astype(str))
+    booster = xgb.train(
+        {"max_depth": 5, "nthread": 1}, xgb.DMatrix(frame, np.nan_to_num(rows[:, 0]), enable_categorical=True), 20
+    )
+    assert json.loads(booster.save_raw("json"))["learner"]["gradient_booster"]["model"]["cats"]["enc"]
+    codes = frame.assign(c=frame["c"].cat.codes.astype(float)).to_numpy()
+    alone = np.concatenate([predict_dense(booster, np.ascontiguousarray(codes[i : i + 1])) for i in range(300)])
+    assert dense_predict._leaf_sums[booster] is not None
+    assert alone.tobytes() == booster.inplace_predict(codes[:300], validate_features=False).tobytes()
 
 
 def test_a_booster_whose_output_is_not_the_leaf_sum_keeps_the_block_kernel(booster_and_rows):
