@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from benchmarks import real_champion
 from benchmarks.real_data import SAMPLE, TRAIN_ROWS
 from rayestate import localstack
+from rayestate.model import PriceModel
 from rayestate.model_io import load_model_by_alias
 from rayestate.schema import Listing
 from rayestate.settings import Settings
@@ -96,6 +97,8 @@ class ServeStack:
     max_queued: int | None = None
     ray_env: dict = field(default_factory=dict)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rayestate-bench-")))
+    #: Called with the loaded model before Ray starts: for measurements that want the machine to themselves.
+    before_ray: Callable[[PriceModel], None] | None = None
 
     def __enter__(self) -> ServeStack:
         mlflow_root, self.champion = real_champion.copy_to(self.root)
@@ -103,6 +106,8 @@ class ServeStack:
         self.mlflow.start()
         self.model = load_model_by_alias(self._client(), real_champion.MODEL_NAME, "champion").model
         self.model.prepare_for_serving(XGB_THREADS)  # as a replica holds it
+        if self.before_ray is not None:
+            self.before_ray(self.model)
         os.environ.update(self.ray_env)
         context = localstack.init_local_ray(num_cpus=2)
         from ray import serve

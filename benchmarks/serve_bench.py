@@ -19,7 +19,8 @@ it caps),
 predict_one_in_process_ms (one listing through predict_rows, no HTTP, one thread: CPU ms, median
 pass over 200 real listings; measured with both systems up and idle, before any load, and again
 after the runs as predict_one_in_process_ms_after_load: on 2 vCPUs the replicas' leftover work
-inflates the thread's CPU time by up to 2x),
+inflates the thread's CPU time by up to 2x; predict_one_alone_ms is the same measurement before
+Ray and the baseline start, with only the MLflow server idle beside it),
 failed_requests, model {trees, max_depth, bag_size}. Load averages before and after are included.
 """
 
@@ -201,7 +202,12 @@ def main() -> None:
     with ingress_env(options.ingress) as ray_env:
         ray_env.update(item.split("=", 1) for item in options.ray_env)
         try:
-            with ServeStack(serve_config=options.serve_config, ray_env=ray_env) as stack:
+            one_ms: dict[str, float] = {}
+
+            def measure_alone(model) -> None:
+                one_ms["alone"] = one_listing_ms(model, bodies[:200])
+
+            with ServeStack(serve_config=options.serve_config, ray_env=ray_env, before_ray=measure_alone) as stack:
                 predict_file = write_bodies(stack.root / "listings.jsonl", bodies[:500])
                 batch_file = write_bodies(stack.root / "batch1000.jsonl", [{"listings": bodies[:1000]}])
                 baseline_url, baseline = start_baseline(stack, options.workers)
@@ -233,7 +239,7 @@ def main() -> None:
                             url, processes = systems[system]
                             result = measured(url + path, bodies_file, concurrency, options.duration, processes)
                             runs.setdefault((endpoint, concurrency, system), []).append(result)
-                one_ms = {"idle": one_ms_idle, "after_load": one_listing_ms(stack.model, bodies[:200])}
+                one_ms.update(idle=one_ms_idle, after_load=one_listing_ms(stack.model, bodies[:200]))
                 report = _report(runs, concurrencies, stack, options, one_ms, rejected, len(bodies), load_before)
             print(json.dumps(report), file=report_to, flush=True)
         finally:
@@ -285,6 +291,7 @@ def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, loa
     report["floor"] = _floor(runs, report)
     report["predict_one_in_process_ms"] = one_ms["idle"]
     report["predict_one_in_process_ms_after_load"] = one_ms["after_load"]
+    report["predict_one_alone_ms"] = one_ms["alone"]
     report["failed_requests"] = sum(r["failed"] for key, rs in runs.items() if key[2] == "serve" for r in rs)
     report["baseline_failed_requests"] = sum(
         r["failed"] for key, rs in runs.items() if key[2] == "baseline" for r in rs

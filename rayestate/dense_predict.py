@@ -26,9 +26,9 @@ the kernel does: the same bits (unit tests compare every row with ``inplace_pred
 prices 1,000 real listings one by one and gets the batch's bits). Asking XGBoost itself for the leaves
 (a one-row DMatrix and a "leaf" prediction) skips the walk too, but making that DMatrix costs a
 ``Context`` per call: on the real champion's bag of two, 200-270 µs per one-row call that way,
-60-85 µs through GTIL (stop 32's probe, 2,000 real listings, the same bits). A booster whose output is
-not that sum (an objective with a link, several outputs) or that Treelite cannot convert is found
-when its scorer is built, by comparing both roads on a probe row, and keeps the block kernel.
+60-85 µs through GTIL (2,000 real listings, the same bits). A booster whose output is not that sum
+(an objective with a link, several outputs) or that Treelite cannot convert is found when its leaf
+sum is built, by comparing both roads on probe rows (all zeros, all missing), and keeps the block kernel.
 
 Only what the served models need: dense float64/float32 C-contiguous matrices, plain ("value")
 predictions of every tree, missing values as NaN, one output per row.
@@ -144,7 +144,7 @@ def predict_each(boosters: Sequence[xgb.Booster], matrix: np.ndarray) -> list[np
         predictions = []
         for booster in boosters:
             leaf_sum = _leaf_sum(booster)
-            # A table for another column count leaves the block kernel to name the mismatch.
+            # A leaf sum for another column count leaves the block kernel to name the mismatch.
             if leaf_sum is None or leaf_sum.features != matrix.shape[1]:
                 predictions.append(_block_predict(booster, matrix))
             else:
@@ -262,9 +262,11 @@ def _leaf_sum(booster: xgb.Booster) -> _LeafSum | None:
         return known
     try:
         leaf_sum = _LeafSum(booster)
-        probe = np.zeros((1, leaf_sum.features), dtype=np.float32)
-        if leaf_sum(probe).tobytes() != _block_predict(booster, probe).tobytes():
-            leaf_sum = None
+        for fill in (0.0, np.nan):  # a row of values, then one of missing values (default directions)
+            probe = np.full((1, leaf_sum.features), fill, dtype=np.float32)
+            if leaf_sum(probe).tobytes() != _block_predict(booster, probe).tobytes():
+                leaf_sum = None
+                break
     except (KeyError, IndexError, ValueError, TypeError, TreeliteError, xgb.core.XGBoostError):
         leaf_sum = None  # not a model of scalar trees with one output: the block kernel serves it
     _leaf_sums[booster] = leaf_sum

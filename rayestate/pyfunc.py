@@ -34,7 +34,7 @@ MODEL_CODE = (
     "dense_predict.py",
 )
 #: Third-party packages the shipped code imports, pinned to the versions it was logged with.
-MODEL_REQUIREMENTS = ("xgboost", "pandas", "numpy", "pyarrow", "pydantic")
+MODEL_REQUIREMENTS = ("xgboost", "treelite", "pandas", "numpy", "pyarrow", "pydantic")
 _COLUMN_TYPES = {float: "double", str: "string"}
 #: The range's coverage unless the caller passes ``params={"coverage": ...}`` (0.50-0.99).
 DEFAULT_COVERAGE = 0.8
