@@ -8,8 +8,10 @@ and the transform can never drift apart. Explanations use XGBoost's own exact Tr
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,7 +154,7 @@ class PriceModel:
         dmatrix = xgb.DMatrix(
             matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True
         )
-        contribs = np.mean([b.predict(dmatrix, pred_contribs=True) for b in self.boosters], axis=0, dtype="float64")
+        contribs = np.mean(_tree_shap(self.boosters, dmatrix), axis=0, dtype="float64")
         explanations = []
         for i in range(len(matrix)):
             row = contribs[i]
@@ -214,3 +216,28 @@ def booster_file(index: int) -> str:
 
 
 __all__ = ["FEATURE_LABELS", "Explanation", "PriceModel"]
+
+
+#: Up to this many rows, a bag's boosters are explained concurrently (a serving batch is at most 16).
+_FEW_ROWS = 64
+
+
+@functools.cache
+def _shap_threads() -> ThreadPoolExecutor:
+    """Threads for a bag's TreeSHAP, made on the first explanation of a bag (never at import)."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="treeshap")
+
+
+def _tree_shap(boosters: list[xgb.Booster], dmatrix: xgb.DMatrix) -> list[np.ndarray]:
+    """Each booster's exact TreeSHAP (``pred_contribs``) of the rows, in bag order.
+
+    A few rows (what a request explains) are explained by each booster of a bag on a thread of its
+    own: XGBoost's C call releases the GIL, so on two cores one listing's explanation by a bag of two
+    takes about half the time, for the same CPU (the real champion, one thread per booster: 20-21 ->
+    9-12 ms). Each booster keeps its own thread count (one, as served), and the results come back in
+    bag order: the mean has the same bits. Many rows (the pipeline's attributions) stay one booster
+    at a time: there XGBoost's own threads split the rows, and two such teams would fight for cores.
+    """
+    if len(boosters) == 1 or dmatrix.num_row() > _FEW_ROWS:
+        return [booster.predict(dmatrix, pred_contribs=True) for booster in boosters]
+    return list(_shap_threads().map(lambda booster: booster.predict(dmatrix, pred_contribs=True), boosters))

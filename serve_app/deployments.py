@@ -131,7 +131,8 @@ class ExplainingReplica(ModelReplica):
 
     The computation runs in a worker thread: an explanation takes tens of milliseconds, which on
     the event loop would hold back every other request of the replica (a /predict, /health). One
-    batch at a time, so a replica still uses one core's worth of XGBoost (XGB_THREADS).
+    batch at a time; within it each booster of the bag is explained on a thread of its own, one
+    XGBoost thread each (XGB_THREADS): the same CPU, half the wait for a bag of two on an idle box.
     """
 
     batch_methods = (("explain_one", "explain_"),)

@@ -21,16 +21,21 @@ def test_untuned_baseline_early_stops_and_refits():
     assert np.isfinite(model.predict(splits.test)).all()
 
 
-def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(tmp_path):
+@pytest.fixture(scope="module")
+def bag_and_splits():
+    """A bag of two boosters (subsampled, two seeds) fitted on synthetic listings, and their split."""
+    splits = split_frame(sample_listings(3000, seed=43))
+    _, result = fit_untuned(splits.train, splits.valid, config={**XGBOOST_DEFAULTS, "subsample": 0.7})
+    return refit(pd.concat([splits.train, splits.valid]), result.params, result.best_rounds, seed=3, bag_size=2), splits
+
+
+def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(bag_and_splits, tmp_path):
     from rayestate.model import PriceModel
 
-    splits = split_frame(sample_listings(3000, seed=43))
+    bag, splits = bag_and_splits
     _, plain = fit_untuned(splits.train, splits.valid)
-    together = pd.concat([splits.train, splits.valid])
-    unsampled = refit(together, plain.params, plain.best_rounds, seed=3, bag_size=2)
+    unsampled = refit(pd.concat([splits.train, splits.valid]), plain.params, plain.best_rounds, seed=3, bag_size=2)
     assert len(unsampled.boosters) == 1  # no sampling: seeds change nothing
-    _, result = fit_untuned(splits.train, splits.valid, config={**XGBOOST_DEFAULTS, "subsample": 0.7})
-    bag = refit(together, result.params, result.best_rounds, seed=3, bag_size=2)
     assert len(bag.boosters) == 2 and bag.meta["bag_size"] == 2
     members = [PriceModel(boosters=[b], transform=bag.transform) for b in bag.boosters]
     outputs = [m.predict_log(splits.test) for m in members]
@@ -48,3 +53,23 @@ def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(tmp_path):
     np.testing.assert_allclose(loaded.predict_log(splits.test), bag.predict_log(splits.test), rtol=1e-6)
     with pytest.raises(ValueError, match="at least one booster"):
         PriceModel(boosters=[], transform=bag.transform)
+
+
+@pytest.mark.parametrize("rows", [1, 16, 100])
+def test_a_bags_explanation_is_its_boosters_treeshap_averaged_in_bag_order(bag_and_splits, rows):
+    """Up to 64 rows the boosters are explained concurrently, more one at a time; either way the
+    explanation is the mean of each booster's own pred_contribs, bit for bit."""
+    import xgboost as xgb
+
+    from rayestate.features import FEATURES
+    from rayestate.model import FEATURE_TYPES
+
+    bag, splits = bag_and_splits
+    listings = splits.test.head(rows)
+    matrix = bag.transform.matrix(listings)
+    dmatrix = xgb.DMatrix(matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True)
+    expected = np.mean([b.predict(dmatrix, pred_contribs=True) for b in bag.boosters], axis=0, dtype="float64")
+    for _ in range(3):  # threads finish in any order
+        explained = bag.explain(listings)
+        got = np.array([[*(e.shap[name] for name in FEATURES), e.base_value] for e in explained])
+        assert got.tobytes() == expected.tobytes()
