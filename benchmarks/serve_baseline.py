@@ -14,6 +14,7 @@ batching across requests, autoscaling, hot model swaps, shedding. Run by the ser
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -32,6 +33,10 @@ from serve_app.inference import XGB_THREADS, explain_rows, predict_rows
 
 settings = load_settings()
 state: dict = {}
+#: How a worker explains a bag (BASELINE_EXPLAIN_BAG): "threads", a booster per thread as Serve does,
+#: or "sequential", one after another. A worker computes on its event loop and cannot see requests
+#: waiting, so it cannot switch with load; serve_bench.py runs both and compares with the faster.
+EXPLAIN_BAG_MODES = ("threads", "sequential")
 
 
 @asynccontextmanager
@@ -39,7 +44,11 @@ async def lifespan(_app: FastAPI):
     loaded = load_model_by_alias(
         MlflowClient(tracking_uri=settings.mlflow_tracking_uri), settings.model_name, settings.model_alias
     )
-    loaded.model.prepare_for_serving(XGB_THREADS)  # as each Serve replica: one core's worth of work per process
+    bag_mode = os.environ.get("BASELINE_EXPLAIN_BAG", "threads")
+    if bag_mode not in EXPLAIN_BAG_MODES:
+        raise ValueError(f"BASELINE_EXPLAIN_BAG={bag_mode!r}: expected one of {EXPLAIN_BAG_MODES}")
+    # as each Serve replica: one core's worth of work per process
+    loaded.model.prepare_for_serving(XGB_THREADS, bag_on_threads=bag_mode == "threads")
     state["model"], state["version"] = loaded.model, loaded.version
     state["log"] = (
         InferenceLogWriter(settings, flush_s=settings.inference_log_flush_s) if settings.inference_log else None

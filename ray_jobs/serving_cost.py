@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import xgboost as xgb
 
-from rayestate.features import FEATURES
 from rayestate.interval import scale_inputs
-from rayestate.model import FEATURE_TYPES, PriceModel
+from rayestate.model import PriceModel, feature_dmatrix
 
 EXPLAIN_ROWS = 32
 PREDICT_ROWS = 1_000
@@ -59,9 +58,7 @@ def measure(boosters: list[xgb.Booster], sample: np.ndarray, *, trees: int | Non
     gives it); its first EXPLAIN_ROWS rows are explained, its first PREDICT_ROWS rows predicted.
     """
     explain_rows, predict_rows = sample[:EXPLAIN_ROWS], sample[:PREDICT_ROWS]
-    dmatrix = xgb.DMatrix(
-        explain_rows, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True
-    )
+    dmatrix = feature_dmatrix(explain_rows)
     explain_s = predict_s = 0.0
     counted = 0
     with xgb.config_context(nthread=1):

@@ -204,7 +204,7 @@ class _LeafSum:
         self._model = _treelite_model(booster)  # held: GTIL calls use its handle
         if self._model.input_type != "float32" or self._model.output_type != "float32":
             raise TypeError(f"expected a float32 model, got {self._model.input_type} -> {self._model.output_type}")
-        lib, config = _treelite()
+        self._lib, self._config = lib, config = _treelite()  # kept: every one-row call uses both
         shape = ctypes.POINTER(ctypes.c_uint64)()
         dims = ctypes.c_uint64()
         _check_treelite(
@@ -219,12 +219,12 @@ class _LeafSum:
 
     def __call__(self, row: np.ndarray) -> np.ndarray:
         """The prediction for ``row``: one C-contiguous float32 row of ``features`` values."""
-        lib, config = _treelite()
+        lib = self._lib
         terms = np.empty(self.trees + 1, dtype=np.float32)
         terms[0] = self.base
         output = terms.ctypes.data + terms.itemsize  # the trees' leaf values fill terms[1:]
         _check_treelite(
-            lib, lib.TreeliteGTILPredict(self._model.handle, row.ctypes.data, b"float32", 1, output, config)
+            lib, lib.TreeliteGTILPredict(self._model.handle, row.ctypes.data, b"float32", 1, output, self._config)
         )
         return np.cumsum(terms, dtype=np.float32)[-1:]
 

@@ -33,6 +33,39 @@ from rayestate.interval import PriceInterval, scale_inputs
 #: How XGBoost types each feature (as training saw the frame): state and status are categorical.
 FEATURE_TYPES = ["c" if name in CATEGORICAL_FEATURES else "float" for name in FEATURES]
 
+
+def feature_dmatrix(matrix: np.ndarray) -> xgb.DMatrix:
+    """A feature matrix (rows x FEATURES, as FeatureTransform.matrix gives it) as XGBoost's DMatrix,
+    typed as training saw it: what TreeSHAP and the serving-cost measurement are given."""
+    return xgb.DMatrix(matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True)
+
+
+#: Up to this many rows, a bag's boosters are explained concurrently (a serving batch is at most 16).
+_FEW_ROWS = 64
+
+
+@functools.cache
+def _shap_threads() -> ThreadPoolExecutor:
+    """Threads for a bag's TreeSHAP, made on the first explanation of a bag (never at import)."""
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="treeshap")
+
+
+def _tree_shap(boosters: list[xgb.Booster], dmatrix: xgb.DMatrix, *, concurrent: bool = True) -> list[np.ndarray]:
+    """Each booster's exact TreeSHAP (``pred_contribs``) of the rows, in bag order.
+
+    A few rows (what a request explains) are explained by each booster of a bag on a thread of its
+    own: XGBoost's C call releases the GIL, so on two cores one listing's explanation by a bag of two
+    takes about half the time, for the same CPU (the real champion, one thread per booster: 20-21 ->
+    9-12 ms). Each booster keeps its own thread count (one, as served), and the results come back in
+    bag order: the mean has the same bits. Many rows (the pipeline's attributions) stay one booster
+    at a time: there XGBoost's own threads split the rows, and two such teams would fight for cores.
+    ``concurrent=False`` explains one booster at a time whatever the rows (``PriceModel.prepare_for_serving``).
+    """
+    if not concurrent or len(boosters) == 1 or dmatrix.num_row() > _FEW_ROWS:
+        return [booster.predict(dmatrix, pred_contribs=True) for booster in boosters]
+    return list(_shap_threads().map(lambda booster: booster.predict(dmatrix, pred_contribs=True), boosters))
+
+
 BOOSTER_FILE = "booster.ubj"
 TRANSFORM_FILE = "transform.json"
 META_FILE = "meta.json"
@@ -73,6 +106,8 @@ class PriceModel:
     comparables: ComparablesIndex | None = None
     #: The calibrated price range (None for a model saved without one).
     interval: PriceInterval | None = None
+    #: Whether a few rows' explanation runs the bag's boosters on threads of their own (_tree_shap).
+    bag_on_threads: bool = field(default=True, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.boosters, xgb.Booster):
@@ -80,14 +115,20 @@ class PriceModel:
         if not self.boosters:
             raise ValueError("a PriceModel needs at least one booster")
 
-    def prepare_for_serving(self, threads: int) -> PriceModel:
+    def prepare_for_serving(self, threads: int, *, bag_on_threads: bool = True) -> PriceModel:
         """Ready every booster (the range's scale model too) for serving: ``threads`` XGBoost threads per
         call, and the one-row leaf sums built (``dense_predict.prepare_one_row``).
+
+        ``bag_on_threads``: explain a request's rows with each booster of the bag on a thread of its
+        own (half the wait on an idle box). A process that cannot see its load (a uvicorn worker
+        computing on its event loop) may do better without at full load: benchmarks/serve_bench.py
+        runs its baseline both ways.
 
         Done once where the model is loaded for serving: a per-call ``xgb.config_context`` costs
         ~0.07 ms of JSON config round trips, a tenth of pricing one listing, and a leaf sum built
         on the first one-listing request would make that request wait for it.
         """
+        self.bag_on_threads = bag_on_threads
         boosters = self.boosters + ([self.interval.scale] if self.interval is not None else [])
         for booster in boosters:
             booster.set_param({"nthread": threads})
@@ -151,10 +192,9 @@ class PriceModel:
 
     def _explanations(self, matrix: np.ndarray, log_prices: np.ndarray) -> list[Explanation]:
         features = {name: matrix[:, j] for j, name in enumerate(FEATURES)}
-        dmatrix = xgb.DMatrix(
-            matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True
+        contribs = np.mean(
+            _tree_shap(self.boosters, feature_dmatrix(matrix), concurrent=self.bag_on_threads), axis=0, dtype="float64"
         )
-        contribs = np.mean(_tree_shap(self.boosters, dmatrix), axis=0, dtype="float64")
         explanations = []
         for i in range(len(matrix)):
             row = contribs[i]
@@ -215,29 +255,4 @@ def booster_file(index: int) -> str:
     return BOOSTER_FILE if index == 0 else BOOSTER_FILE.replace(".ubj", f"-{index}.ubj")
 
 
-__all__ = ["FEATURE_LABELS", "Explanation", "PriceModel"]
-
-
-#: Up to this many rows, a bag's boosters are explained concurrently (a serving batch is at most 16).
-_FEW_ROWS = 64
-
-
-@functools.cache
-def _shap_threads() -> ThreadPoolExecutor:
-    """Threads for a bag's TreeSHAP, made on the first explanation of a bag (never at import)."""
-    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="treeshap")
-
-
-def _tree_shap(boosters: list[xgb.Booster], dmatrix: xgb.DMatrix) -> list[np.ndarray]:
-    """Each booster's exact TreeSHAP (``pred_contribs``) of the rows, in bag order.
-
-    A few rows (what a request explains) are explained by each booster of a bag on a thread of its
-    own: XGBoost's C call releases the GIL, so on two cores one listing's explanation by a bag of two
-    takes about half the time, for the same CPU (the real champion, one thread per booster: 20-21 ->
-    9-12 ms). Each booster keeps its own thread count (one, as served), and the results come back in
-    bag order: the mean has the same bits. Many rows (the pipeline's attributions) stay one booster
-    at a time: there XGBoost's own threads split the rows, and two such teams would fight for cores.
-    """
-    if len(boosters) == 1 or dmatrix.num_row() > _FEW_ROWS:
-        return [booster.predict(dmatrix, pred_contribs=True) for booster in boosters]
-    return list(_shap_threads().map(lambda booster: booster.predict(dmatrix, pred_contribs=True), boosters))
+__all__ = ["FEATURE_LABELS", "Explanation", "PriceModel", "feature_dmatrix"]

@@ -59,17 +59,36 @@ def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(bag_and_sp
 def test_a_bags_explanation_is_its_boosters_treeshap_averaged_in_bag_order(bag_and_splits, rows):
     """Up to 64 rows the boosters are explained concurrently, more one at a time; either way the
     explanation is the mean of each booster's own pred_contribs, bit for bit."""
-    import xgboost as xgb
-
     from rayestate.features import FEATURES
-    from rayestate.model import FEATURE_TYPES
+    from rayestate.model import feature_dmatrix
 
     bag, splits = bag_and_splits
     listings = splits.test.head(rows)
-    matrix = bag.transform.matrix(listings)
-    dmatrix = xgb.DMatrix(matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True)
+    dmatrix = feature_dmatrix(bag.transform.matrix(listings))
     expected = np.mean([b.predict(dmatrix, pred_contribs=True) for b in bag.boosters], axis=0, dtype="float64")
     for _ in range(3):  # threads finish in any order
         explained = bag.explain(listings)
         got = np.array([[*(e.shap[name] for name in FEATURES), e.base_value] for e in explained])
         assert got.tobytes() == expected.tobytes()
+
+
+def test_a_bag_served_without_threads_explains_one_booster_at_a_time_to_the_same_bits(bag_and_splits, monkeypatch):
+    """prepare_for_serving(bag_on_threads=False) (the sequential baseline) never touches the bag's
+    thread pool, and its explanation has the threaded one's bits."""
+    import copy
+
+    import rayestate.model
+
+    bag, splits = bag_and_splits
+    listings = splits.test.head(4)
+    threaded = bag.explain(listings)
+    sequential = copy.copy(bag).prepare_for_serving(1, bag_on_threads=False)
+    assert sequential.bag_on_threads is False and bag.bag_on_threads is True
+
+    def no_threads():
+        raise AssertionError("a bag served without threads used the TreeSHAP thread pool")
+
+    monkeypatch.setattr(rayestate.model, "_shap_threads", no_threads)
+    assert [e.shap for e in sequential.explain(listings)] == [e.shap for e in threaded]
+    with pytest.raises(AssertionError, match="thread pool"):
+        bag.explain(listings)  # the threaded bag does use it: the patch is where the threads come from
