@@ -4,19 +4,19 @@ Both systems serve the champion the pipeline trains on the real sample with defa
 (benchmarks/real_champion.py) and answer real held-out listings as they appear, missing fields
 included (benchmarks/bench_stack.py). The baseline (benchmarks/serve_baseline.py) does the same
 work with the same code: validation, features, warnings, response models, inference log, the
-model and explainer loaded once; uvicorn runs one worker per core. A bag's explanation is run two
-ways in the baseline, its boosters on threads of their own (as Serve runs them) or one after
-another: a worker cannot see its load, and at 16 connections the second is the faster. /explain is
-measured on both baselines and each concurrency is compared with the faster one. wrk drives every
-system with the same closed-loop load at 1, 4 and 16 connections, alternating which goes first, and
-the script prints ONE JSON object:
+model and explainer loaded once; uvicorn runs one worker per core. The baseline explains a bag two
+ways, its boosters on threads of their own (as Serve does) or one after another: a worker computes
+on its event loop and cannot see requests waiting, so it cannot switch with load, and at 16
+connections the second is often the faster. /explain runs on both baselines and each concurrency
+is compared with the faster. wrk drives every system with the same closed-loop load at 1, 4 and 16
+connections, each system going first in turn, and the script prints ONE JSON object:
 
     .venv/bin/python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--concurrency 1,4,16]
 
 Keys: predict.ratio / explain.ratio (Serve / baseline requests/s at 16 connections), per-concurrency
-requests/s, p50, p99 and CPU ms per request for both systems (for /explain, ``baseline`` is the
-faster baseline, named by ``baseline_explain_bag``, and ``baselines`` holds both) (``extra_cpu_ms_per_request``: what
-Serve spends beyond the baseline on each request, the part no model change removes),
+requests/s, p50, p99 and CPU ms per request for Serve and the baseline (for /explain ``baseline`` is
+the faster one, named by ``baseline_explain_bag``; ``baselines`` holds both), extra_cpu_ms_per_request
+(what Serve spends beyond the baseline on each request, the part no model change removes),
 batch_1000_p50_ms (/predict/batch of 1,000 real listings), explain_p50_ms_c1, floor (GET /health on
 both systems at 16 connections: Serve's request path with no model, and the predict/explain ratios
 it caps),
@@ -261,6 +261,29 @@ def main() -> None:
                 localstack.stop_process(process)
 
 
+def compare(runs: dict[tuple, list[dict]], endpoint: str, concurrency: int) -> dict:
+    """Serve against the faster of the baselines measured on ``endpoint`` at ``concurrency``.
+
+    ``runs``: per (endpoint, concurrency, system name), that system's measured runs.
+    """
+    serve = summarize(runs[(endpoint, concurrency, "serve")])
+    baselines = {
+        mode: summarize(runs[(endpoint, concurrency, name)])
+        for mode, name in BASELINES.items()
+        if (endpoint, concurrency, name) in runs
+    }
+    strongest = max(baselines, key=lambda mode: baselines[mode]["rps"])
+    baseline = baselines[strongest]
+    return {
+        "serve": serve,
+        "baseline": baseline,
+        "baseline_explain_bag": strongest,
+        "baselines": baselines,
+        "ratio": round(serve["rps"] / baseline["rps"], 3) if baseline["rps"] else None,
+        "extra_cpu_ms_per_request": round(serve["cpu_ms_per_request"] - baseline["cpu_ms_per_request"], 2),
+    }
+
+
 def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, load_before) -> dict:
     report: dict = {
         "machine": {"cpus": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
@@ -280,24 +303,7 @@ def _report(runs, concurrencies, stack, options, one_ms, rejected, listings, loa
     for endpoint in ("predict", "explain"):
         by_concurrency = {}
         for concurrency in concurrencies:
-            serve_stats = summarize(runs[(endpoint, concurrency, "serve")])
-            measured_baselines = {
-                mode: summarize(runs[(endpoint, concurrency, name)])
-                for mode, name in BASELINES.items()
-                if (endpoint, concurrency, name) in runs
-            }
-            strongest = max(measured_baselines, key=lambda mode: measured_baselines[mode]["rps"])
-            base_stats = measured_baselines[strongest]
-            by_concurrency[str(concurrency)] = {
-                "serve": serve_stats,
-                "baseline": base_stats,  # the faster baseline at this concurrency
-                "baseline_explain_bag": strongest,
-                "baselines": measured_baselines,
-                "ratio": round(serve_stats["rps"] / base_stats["rps"], 3) if base_stats["rps"] else None,
-                "extra_cpu_ms_per_request": round(
-                    serve_stats["cpu_ms_per_request"] - base_stats["cpu_ms_per_request"], 2
-                ),
-            }
+            by_concurrency[str(concurrency)] = compare(runs, endpoint, concurrency)
         report[endpoint] = {
             "ratio": by_concurrency[str(HEADLINE_CONCURRENCY)]["ratio"],
             "concurrency": HEADLINE_CONCURRENCY,
