@@ -220,11 +220,6 @@ def main() -> None:
             with ServeStack(serve_config=options.serve_config, ray_env=ray_env, before_ray=measure_alone) as stack:
                 predict_file = write_bodies(stack.root / "listings.jsonl", bodies[:500])
                 batch_file = write_bodies(stack.root / "batch1000.jsonl", [{"listings": bodies[:1000]}])
-                systems = {"serve": (stack.url, None)}
-                for mode in EXPLAIN_BAG_MODES:  # "baseline": threads, as Serve; "baseline_sequential"
-                    url, process = start_baseline(stack, options.workers, mode)
-                    baselines.append(process)
-                    systems[BASELINES[mode]] = (url, lambda pid=process.pid: descendants(pid))
 
                 # Ray's processes (GCS, raylet, proxy, replicas) are this process's descendants, and so are the
                 # baselines: Serve's CPU is everything below this process but the baselines and this driver.
@@ -232,7 +227,11 @@ def main() -> None:
                     theirs = {pid for process in baselines for pid in descendants(process.pid)}
                     return sorted(set(descendants(os.getpid())) - theirs - {os.getpid()})
 
-                systems["serve"] = (stack.url, serve_processes)
+                systems = {"serve": (stack.url, serve_processes)}
+                for mode in EXPLAIN_BAG_MODES:  # "baseline": threads, as Serve; "baseline_sequential"
+                    url, process = start_baseline(stack, options.workers, mode)
+                    baselines.append(process)
+                    systems[BASELINES[mode]] = (url, lambda pid=process.pid: descendants(pid))
                 both = ("serve", "baseline")
                 cases = [("predict", "/predict", predict_file, c, both) for c in concurrencies]
                 # The bag's threads matter only to explanations: there each baseline runs, and the faster counts.
