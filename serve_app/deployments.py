@@ -7,8 +7,9 @@ Serve more CPU than a prediction, and a quarter of an explanation's (benchmarks/
 The predictor deployment takes what is worth a hop: /predict/batch chunks, priced in parallel
 with the one the ingress prices itself, and the single listings of an ingress replica that has
 no model (yet), so one replica's failed load never turns into 503s while its siblings serve.
-Single-listing work is batched with ``@serve.batch``: the feature transform costs about the same
-for 1 row as for 32, so batching is where the throughput comes from.
+Single-listing work is batched (serve_app/batching.py: a batch is what queued while the last
+one ran): the feature transform costs about the same for 1 row as for 32, and a TreeSHAP call on
+a few rows less per row than on one, so batching is where the throughput comes from.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from ray import serve
 
 from rayestate.model_io import LoadedModel
 from rayestate.settings import Settings
+from serve_app.batching import DrainBatcher
 from serve_app.inference import explain_rows, predict_rows
-from serve_app.metrics import reload_counter
+from serve_app.metrics import batch_size_histogram, reload_counter
 from serve_app.served_model import MlflowModelSource, ServedModel
 
 logger = logging.getLogger("ray.serve")
@@ -33,7 +35,7 @@ NO_MODEL = "no model loaded"
 def isolate_failures(compute: Callable[[list[dict]], list[dict]], rows: list[dict]) -> list[dict]:
     """Compute a batch in one call; if that fails, row by row, so one bad row fails alone.
 
-    ``@serve.batch`` fails every caller of a batch when the function raises; a row that breaks
+    A batcher fails every caller of a batch when the computation raises; a row that breaks
     the model would take its neighbours' requests down with it. Failed rows get ``{"error": ...}``.
     """
     try:
@@ -49,11 +51,17 @@ def isolate_failures(compute: Callable[[list[dict]], list[dict]], rows: list[dic
     return results
 
 
+def _batch_size_recorder(method: str):
+    """Records each batch's size in ``rayestate_batch_size`` (created on first use, inside the replica)."""
+    return lambda size: batch_size_histogram().observe(size, tags={"computation": method})
+
+
 class ModelReplica:
     """Lifecycle of every model replica (the ingress and the predictors): load at start, poll the alias, swap, report."""
 
-    #: The @serve.batch methods user_config tunes: (method name, prefix of its config keys).
-    batch_methods: tuple[tuple[str, str], ...] = ()
+    #: The batched computations: (method computing a list of rows, prefix of its user_config
+    #: keys, default max_batch_size). Callers go through ``self._batchers[method]``.
+    batched: tuple[tuple[str, str, int], ...] = ()
 
     async def __init__(self, settings: Settings, *, require_model: bool = True):
         """Load the champion; without one within ``model_load_timeout_s``, fail (``require_model``).
@@ -65,6 +73,10 @@ class ModelReplica:
         self._settings = settings
         self._poll_s = settings.reload_poll_s
         self._served = ServedModel(MlflowModelSource(settings), on_swap=self._count_swap)
+        self._batchers = {
+            method: DrainBatcher(getattr(self, method), size, on_batch=_batch_size_recorder(method))
+            for method, _, size in self.batched
+        }
         if require_model:
             await self._served.wait_until_loaded(timeout_s=settings.model_load_timeout_s)
         else:
@@ -77,12 +89,9 @@ class ModelReplica:
 
     async def reconfigure(self, config: dict) -> None:
         """Apply user_config from serve_config.yaml: batch sizes and poll interval, no restart."""
-        for method, prefix in self.batch_methods:
-            batched = getattr(self, method)
+        for method, prefix, _ in self.batched:
             if f"{prefix}max_batch_size" in config:
-                batched.set_max_batch_size(int(config[f"{prefix}max_batch_size"]))
-            if f"{prefix}batch_wait_timeout_s" in config:
-                batched.set_batch_wait_timeout_s(float(config[f"{prefix}batch_wait_timeout_s"]))
+                self._batchers[method].set_max_batch_size(int(config[f"{prefix}max_batch_size"]))
         self._poll_s = float(config.get("reload_poll_s", self._settings.reload_poll_s))
 
     async def reload(self) -> dict:
@@ -101,11 +110,14 @@ class ModelReplica:
 class PricingReplica(ModelReplica):
     """A replica that prices one listing per caller, concurrent callers batched into one model call."""
 
-    batch_methods = (("price_one", ""),)
+    batched = (("price_batch", "", 32),)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def price_one(self, rows: list[dict]) -> list[dict]:
-        """One raw listing row per caller; concurrent callers share one model call."""
+    async def price_one(self, row: dict) -> dict:
+        """One raw listing row; concurrent callers share one model call."""
+        return await self._batchers["price_batch"](row)
+
+    async def price_batch(self, rows: list[dict]) -> list[dict]:
+        """A batch of raw listing rows in one model call (on the event loop: it takes a millisecond)."""
         loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
         if loaded is None:  # only the ingress runs without a model (require_model=False)
             return [{"error": NO_MODEL} for _ in rows]
@@ -135,11 +147,14 @@ class ExplainingReplica(ModelReplica):
     XGBoost thread each (XGB_THREADS): the same CPU, half the wait for a bag of two on an idle box.
     """
 
-    batch_methods = (("explain_one", "explain_"),)
+    batched = (("explain_batch", "explain_", 16),)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def explain_one(self, rows: list[dict]) -> list[dict]:
-        """Exact TreeSHAP for one raw listing row per caller, batched."""
+    async def explain_one(self, row: dict) -> dict:
+        """Exact TreeSHAP for one raw listing row; concurrent callers share one TreeSHAP call."""
+        return await self._batchers["explain_batch"](row)
+
+    async def explain_batch(self, rows: list[dict]) -> list[dict]:
+        """A batch of raw listing rows explained in a worker thread."""
         loaded = self._served.current  # taken once: a swap mid-batch cannot mix versions
         if loaded is None:
             return [{"error": NO_MODEL} for _ in rows]
@@ -157,7 +172,7 @@ class ExplainingReplica(ModelReplica):
 class ListingReplica(PricingReplica, ExplainingReplica):
     """Prices and explains single listings: both the ingress and the predictors are one (Api._single)."""
 
-    batch_methods = PricingReplica.batch_methods + ExplainingReplica.batch_methods
+    batched = PricingReplica.batched + ExplainingReplica.batched
 
 
 @serve.deployment(name="Predictor")

@@ -52,3 +52,14 @@ def reload_counter() -> Counter:
         "(Serve adds the deployment and replica tags).",
         tag_keys=("model_version",),
     )
+
+
+@cache
+def batch_size_histogram() -> Histogram:
+    return Histogram(
+        "rayestate_batch_size",
+        description="Listings per model call for single-listing requests, by computation "
+        "(price_batch, explain_batch); Serve adds the deployment and replica tags.",
+        boundaries=[1, 2, 4, 8, 16, 32],
+        tag_keys=("computation",),
+    )

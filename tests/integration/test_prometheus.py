@@ -161,6 +161,9 @@ def test_serving_traffic_reads_back_exactly(prometheus, request):
             "rejected": 'sum(ray_rayestate_rejected_inputs_total{endpoint="/predict",reason="greater_than_equal"})',
             "batch": f'sum(ray_rayestate_requests_total{{endpoint="/predict/batch",status="200",model_version="{version}"}})',
             "bad_rows": 'sum(ray_rayestate_rejected_inputs_total{endpoint="/predict/batch",reason="invalid_row"})',
+            # One /predict at a time: each is a model call of its own (serve_app/batching.py).
+            "calls": 'sum(ray_rayestate_batch_size_count{computation="price_batch"})',
+            "calls_of_one": 'sum(ray_rayestate_batch_size_bucket{computation="price_batch",le=~"1|1.0"})',
         }
         before = settled(prometheus, queries)
         valid, invalid = 7, 3
@@ -172,7 +175,10 @@ def test_serving_traffic_reads_back_exactly(prometheus, request):
             "/predict/batch", json={"listings": [LISTING, {**LISTING, "bed": -1}, {**LISTING, "bath": -2}]}
         )
         assert batch.status_code == 200 and len(batch.json()["errors"]) == 2, batch.text
-    caused = {"ok": valid, "invalid": invalid, "timed": valid, "rejected": invalid, "batch": 1, "bad_rows": 2}
+    caused = {
+        "ok": valid, "invalid": invalid, "timed": valid, "rejected": invalid, "batch": 1, "bad_rows": 2,
+        "calls": valid, "calls_of_one": valid,
+    }  # fmt: skip
     want = {name: before[name] + caused[name] for name in queries}
     got = assert_exactly(prometheus, queries, want)
     print(f"\nPrometheus read back (before -> after): { {k: (before[k], got[k]) for k in queries} }")
@@ -225,7 +231,8 @@ def test_the_readmes_queries_run_on_prometheus(prometheus):
     queries = readme_queries()
     metrics = {m for q in queries for m in re.findall(r"\bray_rayestate_\w+", q)}
     for name in ("requests_total", "request_latency_ms_bucket", "rejected_inputs_total", "model_reloads_total",
-                 "rows_ingested_total", "drift_verdicts_total", "promotions_total", "live_mdape"):  # fmt: skip
+                 "batch_size_bucket", "rows_ingested_total", "drift_verdicts_total", "promotions_total",
+                 "live_mdape"):  # fmt: skip
         assert f"ray_rayestate_{name}" in metrics, f"the README has no query for {name}"
     for promql in queries:
         prometheus.query(promql)  # raises on a query Prometheus cannot parse or run

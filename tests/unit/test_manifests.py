@@ -33,6 +33,7 @@ APP_METRICS = (
     "rayestate_request_latency_ms",
     "rayestate_rejected_inputs_total",
     "rayestate_model_reloads_total",
+    "rayestate_batch_size",
     "rayestate_rows_ingested_total",
     "rayestate_drift_verdicts_total",
     "rayestate_promotions_total",
