@@ -27,6 +27,13 @@ class GatedCompute:
         return [item * 10 for item in items]
 
 
+async def running_first(batcher: DrainBatcher, compute: GatedCompute, item) -> asyncio.Task:
+    """A call whose batch is computing, held at the gate: callers from now on queue behind it."""
+    task = asyncio.create_task(batcher(item))
+    await compute.started.wait()
+    return task
+
+
 async def _settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
@@ -48,8 +55,7 @@ def test_calls_that_queue_while_a_batch_computes_make_up_the_next_batch():
     async def scenario():
         compute = GatedCompute()
         batcher = DrainBatcher(compute, max_batch_size=16)
-        first = asyncio.create_task(batcher(1))
-        await compute.started.wait()
+        first = await running_first(batcher, compute, 1)
         rest = [asyncio.create_task(batcher(i)) for i in range(2, 7)]
         await _settle()
         compute.gate.set()
@@ -64,8 +70,7 @@ def test_max_batch_size_caps_each_batch_and_can_change_between_batches():
     async def scenario():
         compute = GatedCompute()
         batcher = DrainBatcher(compute, max_batch_size=2)
-        first = asyncio.create_task(batcher(0))
-        await compute.started.wait()
+        first = await running_first(batcher, compute, 0)
         rest = [asyncio.create_task(batcher(i)) for i in range(1, 6)]
         await _settle()
         batcher.set_max_batch_size(3)
@@ -82,8 +87,7 @@ def test_a_failing_batch_fails_its_own_callers_only():
     async def scenario():
         compute = GatedCompute(fail_on=3)
         batcher = DrainBatcher(compute, max_batch_size=2)
-        first = asyncio.create_task(batcher(1))
-        await compute.started.wait()
+        first = await running_first(batcher, compute, 1)
         failing = [asyncio.create_task(batcher(i)) for i in (2, 3)]
         after = asyncio.create_task(batcher(4))
         await _settle()
@@ -112,8 +116,7 @@ def test_a_caller_that_gives_up_before_its_batch_is_left_out_and_the_others_are_
     async def scenario():
         compute = GatedCompute()
         batcher = DrainBatcher(compute, max_batch_size=16)
-        first = asyncio.create_task(batcher(1))
-        await compute.started.wait()
+        first = await running_first(batcher, compute, 1)
         gone, stays = asyncio.create_task(batcher(2)), asyncio.create_task(batcher(3))
         await _settle()
         gone.cancel()
@@ -131,8 +134,7 @@ def test_batch_sizes_are_reported_and_a_stopped_drainer_leaves_nobody_waiting():
         sizes = []
         compute = GatedCompute()
         batcher = DrainBatcher(compute, max_batch_size=16, on_batch=sizes.append)
-        first = asyncio.create_task(batcher(1))
-        await compute.started.wait()
+        first = await running_first(batcher, compute, 1)
         queued = asyncio.create_task(batcher(2))
         await _settle()
         batcher._drainer.cancel()  # what stopping the replica's event loop does to it
