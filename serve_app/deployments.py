@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from functools import partial
+from functools import cached_property, partial
 
 from ray import serve
 
@@ -64,8 +64,6 @@ class ModelReplica:
     #: The batchers user_config tunes: (attribute, prefix of its config keys). An ``@serve.batch``
     #: method or a DrainBatcher: both take ``set_max_batch_size``; only the first has a wait.
     batch_methods: tuple[tuple[str, str], ...] = ()
-    #: The DrainBatchers a replica builds at start: (attribute, batch method, default max_batch_size).
-    drained: tuple[tuple[str, str, int], ...] = ()
 
     async def __init__(self, settings: Settings, *, require_model: bool = True):
         """Load the champion; without one within ``model_load_timeout_s``, fail (``require_model``).
@@ -77,8 +75,6 @@ class ModelReplica:
         self._settings = settings
         self._poll_s = settings.reload_poll_s
         self._served = ServedModel(MlflowModelSource(settings), on_swap=self._count_swap)
-        for attribute, method, size in self.drained:
-            setattr(self, attribute, DrainBatcher(getattr(self, method), size, on_batch=partial(_record_batch, method)))
         if require_model:
             await self._served.wait_until_loaded(timeout_s=settings.model_load_timeout_s)
         else:
@@ -156,7 +152,11 @@ class ExplainingReplica(ModelReplica):
     """
 
     batch_methods = (("_explainer", "explain_"),)
-    drained = (("_explainer", "explain_batch", 16),)
+
+    @cached_property
+    def _explainer(self) -> DrainBatcher:
+        """This replica's explanation batcher, made on first use (``user_config`` or the first request)."""
+        return DrainBatcher(self.explain_batch, 16, on_batch=partial(_record_batch, "explain_batch"))
 
     async def explain_one(self, row: dict) -> dict:
         """Exact TreeSHAP for one raw listing row; concurrent callers share one TreeSHAP call."""
