@@ -180,26 +180,20 @@ class PriceModel:
         values), so callers can check additivity without computing the features again.
         """
         matrix = self.transform.matrix(listings, keys)
-        return self._explanations(matrix, self.log_price_of(matrix), on_threads=self.bag_on_threads)
+        return self._explanations(matrix, self.log_price_of(matrix))
 
     def explain_priced(
-        self, listings, keys: ListingKeys | None = None, *, coverage: float, bag_on_threads: bool | None = None
+        self, listings, keys: ListingKeys | None = None, *, coverage: float
     ) -> tuple[list[Explanation], Priced]:
-        """:meth:`explain` and :meth:`price_range` of the same rows from one feature matrix and one prediction.
-
-        ``bag_on_threads``: this call's choice, where the caller knows its load better than
-        :meth:`prepare_for_serving` did (None: the model's setting).
-        """
+        """:meth:`explain` and :meth:`price_range` of the same rows from one feature matrix and one prediction."""
         columns, keys, matrix = self._features(listings, keys)
         log_price = self.log_price_of(matrix)
-        on_threads = self.bag_on_threads if bag_on_threads is None else bag_on_threads
-        explanations = self._explanations(matrix, log_price, on_threads=on_threads)
-        return explanations, self._priced(columns, keys, matrix, log_price, coverage)
+        return self._explanations(matrix, log_price), self._priced(columns, keys, matrix, log_price, coverage)
 
-    def _explanations(self, matrix: np.ndarray, log_prices: np.ndarray, *, on_threads: bool) -> list[Explanation]:
+    def _explanations(self, matrix: np.ndarray, log_prices: np.ndarray) -> list[Explanation]:
         features = {name: matrix[:, j] for j, name in enumerate(FEATURES)}
         contribs = np.mean(
-            _tree_shap(self.boosters, feature_dmatrix(matrix), concurrent=on_threads), axis=0, dtype="float64"
+            _tree_shap(self.boosters, feature_dmatrix(matrix), concurrent=self.bag_on_threads), axis=0, dtype="float64"
         )
         explanations = []
         for i in range(len(matrix)):

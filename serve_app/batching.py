@@ -25,9 +25,7 @@ class DrainBatcher:
     ``compute(items)`` must return one result per item, in order. If it raises, every caller of
     that batch gets the exception; the next batch runs as usual. A caller that gives up (its task
     is cancelled) before its batch starts is left out of it. ``on_batch(size)``, when given, is
-    told each batch's size (the replicas export it as a metric). While a batch computes,
-    ``backlogged`` says whether it queued behind another one (the explainer then spares the cores
-    its bag's threads: ExplainingReplica.explain_batch).
+    told each batch's size (the replicas export it as a metric).
     """
 
     def __init__(
@@ -41,9 +39,6 @@ class DrainBatcher:
         self.set_max_batch_size(max_batch_size)
         self._queue: list[tuple[Any, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
-        #: Whether the batch now computing queued behind another one: the callers are coming
-        #: faster than batches finish. False for the first batch after an idle spell.
-        self.backlogged = False
 
     def set_max_batch_size(self, size: int) -> None:
         """Applies from the next batch on (user_config changes it without a restart)."""
@@ -67,11 +62,9 @@ class DrainBatcher:
                 batch = [(item, future) for item, future in taken if not future.done()]
                 if batch:
                     await self._run(batch)
-                    self.backlogged = True
                 batch = []
         finally:
             self._drainer = None
-            self.backlogged = False
             # Left only if the drainer itself was cancelled (the replica stops): nobody may wait forever.
             abandoned, self._queue = batch + self._queue, []
             for _, future in abandoned:

@@ -147,9 +147,8 @@ class ExplainingReplica(ModelReplica):
 
     The computation runs in a worker thread: an explanation takes tens of milliseconds, which on
     the event loop would hold back every other request of the replica (a /predict, /health). One
-    batch at a time, one XGBoost thread per booster (XGB_THREADS). After an idle spell each booster
-    of the bag is explained on a thread of its own: the same CPU, half the wait for a bag of two.
-    Under a backlog the worker thread explains the boosters one after the other (explain_batch).
+    batch at a time; within it each booster of the bag is explained on a thread of its own, one
+    XGBoost thread each (XGB_THREADS): the same CPU, half the wait for a bag of two on an idle box.
     """
 
     batch_methods = (("_explainer", "explain_"),)
@@ -169,16 +168,10 @@ class ExplainingReplica(ModelReplica):
         if loaded is None:
             return [{"error": NO_MODEL} for _ in rows]
 
-        # The first batch after an idle spell explains each booster of a bag on a thread of its own
-        # (half the wait for a lone listing). A batch that queued behind another means callers come
-        # faster than batches finish: then one thread does it all, sparing the busy cores the
-        # hand-offs (/explain at 16 connections: 0.93 -> 0.97x the faster baseline, 4 alternated rounds).
-        bag_on_threads = False if self._explainer.backlogged else None
-
         def compute(batch: list[dict]) -> list[dict]:
             results = explain_rows(
                 loaded.model, batch, comparables=self._settings.comparables_k,
-                coverage=self._settings.interval_coverage, bag_on_threads=bag_on_threads,
+                coverage=self._settings.interval_coverage,
             )  # fmt: skip
             return [{**result, "model_version": loaded.version} for result in results]
 

@@ -158,24 +158,15 @@ def _json_value(value):
 
 
 def explain_rows(
-    model: PriceModel,
-    rows: list[dict],
-    *,
-    comparables: int = 5,
-    coverage: float = DEFAULT_COVERAGE,
-    bag_on_threads: bool | None = None,
+    model: PriceModel, rows: list[dict], *, comparables: int = 5, coverage: float = DEFAULT_COVERAGE
 ) -> list[dict]:
     """Exact TreeSHAP per row (pred_contribs on the served booster), in log-price space and in dollars,
-    with the listing's ``comparables`` most similar training homes.
-
-    ``bag_on_threads``: whether a bag's boosters explain on threads of their own this call (None:
-    as the model was prepared for serving; PriceModel.explain_priced).
-    """
+    with the listing's ``comparables`` most similar training homes."""
     columns = listing_columns(rows)
     keys = ListingKeys.of(columns)
     with xgb.config_context(nthread=XGB_THREADS):
         # log_price: the model's own output, not base + sum(shap); one feature matrix for both.
-        explanations, priced = model.explain_priced(columns, keys, coverage=coverage, bag_on_threads=bag_on_threads)
+        explanations, priced = model.explain_priced(columns, keys, coverage=coverage)
     warnings = row_warnings(model, columns, keys, priced.known)
     lows, highs = _bounds(priced.low), _bounds(priced.high)
     results = []

@@ -66,29 +66,6 @@ def test_calls_that_queue_while_a_batch_computes_make_up_the_next_batch():
     assert batches == [[1], [2, 3, 4, 5, 6]]
 
 
-def test_a_batch_that_queued_behind_another_is_backlogged_and_an_idle_spell_resets_it():
-    """``backlogged`` tells a computation whether callers are coming faster than batches finish
-    (the explainer then spares the cores its bag's threads)."""
-
-    async def scenario():
-        compute, seen = GatedCompute(), []
-
-        async def recording(items: list) -> list:
-            seen.append((list(items), batcher.backlogged))
-            return await compute(items)
-
-        batcher = DrainBatcher(recording, max_batch_size=16)
-        first = await running_first(batcher, compute, 1)
-        rest = [asyncio.create_task(batcher(i)) for i in (2, 3)]
-        await _settle()
-        compute.gate.set()
-        await asyncio.wait_for(asyncio.gather(first, *rest), timeout=2)
-        await asyncio.wait_for(batcher(4), timeout=2)  # after an idle spell
-        return seen, batcher.backlogged
-
-    assert asyncio.run(scenario()) == ([([1], False), ([2, 3], True), ([4], False)], False)
-
-
 def test_max_batch_size_caps_each_batch_and_can_change_between_batches():
     async def scenario():
         compute = GatedCompute()

@@ -417,36 +417,6 @@ def test_a_failing_row_fails_alone_in_a_batch():
     assert isolate_failures(compute, [{"x": 5}]) == [{"price": 10}]
 
 
-def test_a_replica_explains_a_bag_on_threads_after_an_idle_spell_and_on_one_thread_under_a_backlog(monkeypatch):
-    """A lone listing gets the bag's threads (half the wait); a batch that queued behind another is
-    explained on the worker thread alone (the cores are busy: no hand-offs)."""
-    import time
-
-    import serve_app.deployments as deployments
-
-    calls = []
-
-    def recording_explain_rows(model, rows, **kwargs):
-        calls.append((len(rows), kwargs["bag_on_threads"]))
-        time.sleep(0.05)  # an explanation's worth, in the worker thread
-        return [{"price": float(row["n"])} for row in rows]
-
-    monkeypatch.setattr(deployments, "explain_rows", recording_explain_rows)
-    replica = deployments.ExplainingReplica.__new__(deployments.ExplainingReplica)  # no registry: the model is given
-    replica._settings, replica._served = Settings(), SimpleNamespace(current=loaded(None, "7"))
-
-    async def scenario():
-        first = asyncio.create_task(replica.explain_one({"n": 0}))
-        await asyncio.sleep(0.01)  # its batch is computing: the next callers queue behind it
-        answers = await asyncio.gather(first, *(replica.explain_one({"n": n}) for n in (1, 2, 3)))
-        return answers, await replica.explain_one({"n": 4})  # after an idle spell
-
-    answers, after_idle = asyncio.run(scenario())
-    assert calls == [(1, None), (3, False), (1, None)]
-    assert [a["price"] for a in answers] == [0.0, 1.0, 2.0, 3.0]
-    assert after_idle == {"price": 4.0, "model_version": "7"}
-
-
 def test_a_missing_alias_is_not_reported_as_an_unreachable_registry():
     class NoAlias(RegistryDouble):
         def current_version(self) -> str:

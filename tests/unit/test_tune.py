@@ -73,8 +73,8 @@ def test_a_bags_explanation_is_its_boosters_treeshap_averaged_in_bag_order(bag_a
 
 
 def test_a_bag_served_without_threads_explains_one_booster_at_a_time_to_the_same_bits(bag_and_splits, monkeypatch):
-    """prepare_for_serving(bag_on_threads=False) (the sequential baseline), or a call that asks for it,
-    never touches the bag's thread pool, and its explanation has the threaded one's bits."""
+    """prepare_for_serving(bag_on_threads=False) (the sequential baseline) never touches the bag's
+    thread pool, and its explanation has the threaded one's bits."""
     import copy
 
     import rayestate.model
@@ -90,8 +90,5 @@ def test_a_bag_served_without_threads_explains_one_booster_at_a_time_to_the_same
 
     monkeypatch.setattr(rayestate.model, "_shap_threads", no_threads)
     assert [e.shap for e in sequential.explain(listings)] == [e.shap for e in threaded]
-    # A caller that knows its load (a busy Serve replica) chooses per call, whatever the model's setting.
-    busy, _ = bag.explain_priced(listings, coverage=0.8, bag_on_threads=False)
-    assert [e.shap for e in busy] == [e.shap for e in threaded]
     with pytest.raises(AssertionError, match="thread pool"):
         bag.explain(listings)  # the threaded bag does use it: the patch is where the threads come from
