@@ -91,8 +91,13 @@ class ModelReplica:
             batcher = getattr(self, attribute)
             if f"{prefix}max_batch_size" in config:
                 batcher.set_max_batch_size(int(config[f"{prefix}max_batch_size"]))
-            if f"{prefix}batch_wait_timeout_s" in config:
-                batcher.set_batch_wait_timeout_s(float(config[f"{prefix}batch_wait_timeout_s"]))
+            wait_key = f"{prefix}batch_wait_timeout_s"
+            if wait_key in config:
+                if not hasattr(batcher, "set_batch_wait_timeout_s"):  # a DrainBatcher; configs before stop 34 set one
+                    raise ValueError(
+                        f"user_config {wait_key}: this batcher never waits (serve_app/batching.py); remove the key"
+                    )
+                batcher.set_batch_wait_timeout_s(float(config[wait_key]))
         self._poll_s = float(config.get("reload_poll_s", self._settings.reload_poll_s))
 
     async def reload(self) -> dict:

@@ -417,6 +417,18 @@ def test_a_failing_row_fails_alone_in_a_batch():
     assert isolate_failures(compute, [{"x": 5}]) == [{"price": 10}]
 
 
+def test_a_wait_for_the_explanation_batcher_is_refused_naming_the_key():
+    """The explainer's DrainBatcher has no wait (stop 33's serve_config had one): a clear error, not an AttributeError."""
+    from serve_app.deployments import ListingReplica
+
+    replica = ListingReplica.__new__(ListingReplica)  # reconfigure needs no model
+    replica._settings = Settings()
+    asyncio.run(replica.reconfigure({"explain_max_batch_size": 8, "batch_wait_timeout_s": 0.002}))
+    assert replica._explainer.max_batch_size == 8
+    with pytest.raises(ValueError, match="user_config explain_batch_wait_timeout_s: this batcher never waits"):
+        asyncio.run(replica.reconfigure({"explain_batch_wait_timeout_s": 0.003}))
+
+
 def test_a_missing_alias_is_not_reported_as_an_unreachable_registry():
     class NoAlias(RegistryDouble):
         def current_version(self) -> str:
