@@ -40,10 +40,6 @@ def feature_dmatrix(matrix: np.ndarray) -> xgb.DMatrix:
     return xgb.DMatrix(matrix, feature_names=list(FEATURES), feature_types=FEATURE_TYPES, enable_categorical=True)
 
 
-#: Up to this many rows, a bag's boosters are explained concurrently (a serving batch is at most 16).
-_FEW_ROWS = 64
-
-
 @functools.cache
 def _shap_threads() -> ThreadPoolExecutor:
     """Threads for a bag's TreeSHAP, made on the first explanation of a bag (never at import)."""
@@ -53,15 +49,19 @@ def _shap_threads() -> ThreadPoolExecutor:
 def _tree_shap(boosters: list[xgb.Booster], dmatrix: xgb.DMatrix, *, concurrent: bool = True) -> list[np.ndarray]:
     """Each booster's exact TreeSHAP (``pred_contribs``) of the rows, in bag order.
 
-    A few rows (what a request explains) are explained by each booster of a bag on a thread of its
-    own: XGBoost's C call releases the GIL, so on two cores one listing's explanation by a bag of two
+    One row (a lone request) is explained by each booster of a bag on a thread of its own:
+    XGBoost's C call releases the GIL, so on two cores one listing's explanation by a bag of two
     takes about half the time, for the same CPU (the real champion, one thread per booster: 20-21 ->
     9-12 ms). Each booster keeps its own thread count (one, as served), and the results come back in
-    bag order: the mean has the same bits. Many rows (the pipeline's attributions) stay one booster
-    at a time: there XGBoost's own threads split the rows, and two such teams would fight for cores.
+    bag order: the mean has the same bits. Several rows stay one booster at a time on the calling
+    thread. In serving they are a batch of concurrent requests (serve_app/batching.py), so the
+    cores are busy with other batches already: two ingress replicas each splitting a batch over two
+    threads made four TreeSHAP threads on two cores, and left 3% of the CPU idle while a batch
+    waited for its slower booster (/explain at 16 connections, serve_app/README.md). Many rows
+    (the pipeline's attributions) are split by XGBoost's own threads instead.
     ``concurrent=False`` explains one booster at a time whatever the rows (``PriceModel.prepare_for_serving``).
     """
-    if not concurrent or len(boosters) == 1 or dmatrix.num_row() > _FEW_ROWS:
+    if not concurrent or len(boosters) == 1 or dmatrix.num_row() > 1:
         return [booster.predict(dmatrix, pred_contribs=True) for booster in boosters]
     return list(_shap_threads().map(lambda booster: booster.predict(dmatrix, pred_contribs=True), boosters))
 
@@ -106,7 +106,7 @@ class PriceModel:
     comparables: ComparablesIndex | None = None
     #: The calibrated price range (None for a model saved without one).
     interval: PriceInterval | None = None
-    #: Whether a few rows' explanation runs the bag's boosters on threads of their own (_tree_shap).
+    #: Whether one row's explanation runs the bag's boosters on threads of their own (_tree_shap).
     bag_on_threads: bool = field(default=True, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -119,7 +119,7 @@ class PriceModel:
         """Ready every booster (the range's scale model too) for serving: ``threads`` XGBoost threads per
         call, and the one-row leaf sums built (``dense_predict.prepare_one_row``).
 
-        ``bag_on_threads``: explain a request's rows with each booster of the bag on a thread of its
+        ``bag_on_threads``: explain a lone listing with each booster of the bag on a thread of its
         own (half the wait on an idle box). A process that cannot see its load (a uvicorn worker
         computing on its event loop) may do better without at full load: benchmarks/serve_bench.py
         runs its baseline both ways.

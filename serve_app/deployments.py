@@ -152,8 +152,10 @@ class ExplainingReplica(ModelReplica):
 
     The computation runs in a worker thread: an explanation takes tens of milliseconds, which on
     the event loop would hold back every other request of the replica (a /predict, /health). One
-    batch at a time; within it each booster of the bag is explained on a thread of its own, one
-    XGBoost thread each (XGB_THREADS): the same CPU, half the wait for a bag of two on an idle box.
+    batch at a time, one XGBoost thread per booster (XGB_THREADS). A batch of one listing (nobody
+    else waiting) explains each booster of the bag on a thread of its own: the same CPU, half the
+    wait for a bag of two on an idle box. A larger batch means concurrent requests, which keep the
+    cores busy already: its boosters run one after the other (rayestate.model._tree_shap).
     """
 
     batch_methods = (("_explainer", "explain_"),)

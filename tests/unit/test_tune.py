@@ -57,7 +57,7 @@ def test_a_bag_averages_its_boosters_explains_exactly_and_round_trips(bag_and_sp
 
 @pytest.mark.parametrize("rows", [1, 16, 100])
 def test_a_bags_explanation_is_its_boosters_treeshap_averaged_in_bag_order(bag_and_splits, rows):
-    """Up to 64 rows the boosters are explained concurrently, more one at a time; either way the
+    """One row's boosters are explained concurrently, more rows one booster at a time; either way the
     explanation is the mean of each booster's own pred_contribs, bit for bit."""
     from rayestate.features import FEATURES
     from rayestate.model import feature_dmatrix
@@ -80,7 +80,7 @@ def test_a_bag_served_without_threads_explains_one_booster_at_a_time_to_the_same
     import rayestate.model
 
     bag, splits = bag_and_splits
-    listings = splits.test.head(4)
+    listings = splits.test.head(1)
     threaded = bag.explain(listings)
     sequential = copy.copy(bag).prepare_for_serving(1, bag_on_threads=False)
     assert sequential.bag_on_threads is False and bag.bag_on_threads is True
@@ -92,3 +92,20 @@ def test_a_bag_served_without_threads_explains_one_booster_at_a_time_to_the_same
     assert [e.shap for e in sequential.explain(listings)] == [e.shap for e in threaded]
     with pytest.raises(AssertionError, match="thread pool"):
         bag.explain(listings)  # the threaded bag does use it: the patch is where the threads come from
+
+
+def test_a_batch_of_listings_is_explained_one_booster_at_a_time_even_on_a_threaded_bag(bag_and_splits, monkeypatch):
+    """Several rows are a batch of concurrent requests: the cores are busy already, so a bag served
+    on threads explains them one booster after the other (no pool), to the same bits as row by row."""
+    import rayestate.model
+
+    bag, splits = bag_and_splits
+    assert bag.bag_on_threads is True
+    listings = splits.test.head(4)
+    one_by_one = [bag.explain(listings.iloc[[i]])[0].shap for i in range(len(listings))]
+
+    def no_threads():
+        raise AssertionError("a batch of listings used the TreeSHAP thread pool")
+
+    monkeypatch.setattr(rayestate.model, "_shap_threads", no_threads)
+    assert [e.shap for e in bag.explain(listings)] == one_by_one
