@@ -5,9 +5,9 @@ Both systems serve the champion the pipeline trains on the real sample with defa
 included (benchmarks/bench_stack.py). The baseline (benchmarks/serve_baseline.py) does the same
 work with the same code: validation, features, warnings, response models, inference log, the
 model and explainer loaded once; uvicorn runs one worker per core. The baseline explains a bag two
-ways, its boosters on threads of their own (as Serve does) or one after another: a worker computes
-on its event loop and cannot see requests waiting, so it cannot switch with load, and at 16
-connections the second is often the faster. /explain runs on both baselines and each concurrency
+ways, its boosters on threads of their own (as Serve does for a lone listing) or one after
+another: a worker computes on its event loop and cannot see requests waiting, so it cannot switch
+with load, and at 16 connections the second is often the faster. /explain runs on both baselines and each concurrency
 is compared with the faster. wrk drives every system with the same closed-loop load at 1, 4 and 16
 connections, each system going first in turn, and the script prints ONE JSON object:
 
