@@ -34,8 +34,9 @@ from serve_app.inference import XGB_THREADS, explain_rows, predict_rows
 settings = load_settings()
 state: dict = {}
 #: How a worker explains a bag (BASELINE_EXPLAIN_BAG): "threads", a booster per thread as Serve does
-#: for a lone listing, or "sequential", one after another. A worker computes on its event loop and cannot see requests
-#: waiting, so it cannot switch with load; serve_bench.py runs both and compares with the faster.
+#: for a lone listing, or "sequential", one after another. A worker computes on its event loop and
+#: cannot see requests waiting, so it cannot switch with load; serve_bench.py runs both and compares
+#: with the faster.
 EXPLAIN_BAG_MODES = ("threads", "sequential")
 
 

@@ -7,8 +7,8 @@ work with the same code: validation, features, warnings, response models, infere
 model and explainer loaded once; uvicorn runs one worker per core. The baseline explains a bag two
 ways, its boosters on threads of their own (as Serve does for a lone listing) or one after
 another: a worker computes on its event loop and cannot see requests waiting, so it cannot switch
-with load, and at 16 connections the second is often the faster. /explain runs on both baselines and each concurrency
-is compared with the faster. wrk drives every system with the same closed-loop load at 1, 4 and 16
+with load, and at 16 connections the second is often the faster. /explain runs on both baselines
+and each concurrency is compared with the faster. wrk drives every system with the same closed-loop load at 1, 4 and 16
 connections, each system going first in turn, and the script prints ONE JSON object:
 
     .venv/bin/python benchmarks/serve_bench.py [--duration 10] [--rounds 2] [--concurrency 1,4,16]

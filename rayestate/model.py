@@ -56,9 +56,9 @@ def _tree_shap(boosters: list[xgb.Booster], dmatrix: xgb.DMatrix, *, concurrent:
     bag order: the mean has the same bits. Several rows stay one booster at a time on the calling
     thread. In serving they are a batch of concurrent requests (serve_app/batching.py), so the
     cores are busy with other batches already: two ingress replicas each splitting a batch over two
-    threads made four TreeSHAP threads on two cores, and left 3% of the CPU idle while a batch
-    waited for its slower booster (/explain at 16 connections, serve_app/README.md). Many rows
-    (the pipeline's attributions) are split by XGBoost's own threads instead.
+    threads made four TreeSHAP threads on two cores, and the machine was busy 1.92-1.94 cores
+    against 1.97-1.98 one booster at a time (/explain at 16 connections, serve_app/README.md).
+    Many rows (the pipeline's attributions) are split by XGBoost's own threads instead.
     ``concurrent=False`` explains one booster at a time whatever the rows (``PriceModel.prepare_for_serving``).
     """
     if not concurrent or len(boosters) == 1 or dmatrix.num_row() > 1:
