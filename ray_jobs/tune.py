@@ -58,11 +58,13 @@ GRACE_ROUNDS = 300
 def search_space(budget: Budget) -> tuple[dict, list[dict]]:
     """The hyperparameter space and the first points Optuna tries, for a search with or without a budget.
 
-    Within a serving budget the measured frontier on the real sample was flat and shallow: depth
-    5-8 at eta 0.04-0.12, cut to the rounds the budget affords, beat deeper trees (which afford only
-    60-150 rounds) and higher eta (which plateaus 0.006-0.009 MdAPE worse); pseudo-Huber was clearly
-    worse, and absolute error was best before. So the budgeted space spends its trials there. Without
-    a budget the space is the wide one.
+    Within a serving budget the frontier on the real sample is flat (benchmarks/frontier_bench.py,
+    validation rows, two seeds per lever): depth 5-10 cut to the rounds the budget affords, leaf
+    limits (lossguide, 32-256 leaves) and a bag of two all land at MdAPE 0.198-0.202. Depth 10 (~245
+    affordable rounds) was level with depth 8, not better (0.1981 vs 0.1991, inside the seed
+    spread). Earlier runs found eta above 0.12 plateaus 0.006-0.009 MdAPE worse and pseudo-Huber
+    clearly worse than absolute error. So the budgeted space spends its trials on depth 5-8, eta
+    0.04-0.12, absolute error. Without a budget the space is the wide one.
     """
     from ray import tune
 
@@ -496,14 +498,24 @@ def choose_bag(
             affordable, _ = serving_cost.trees_within(
                 bag, data.cost_sample, explain_budget_ms=budget.explain_ms, predict_budget_us=budget.predict_us
             )
-        for rounds in sorted({*range(10, affordable + 1, max(10, affordable // 40)), affordable}):
-            if rounds < 1:
-                continue
-            average = np.mean([b.predict(dvalid, iteration_range=(0, rounds)) for b in bag], axis=0)
-            mae = float(np.mean(np.abs(average - data.y_valid)))
-            if mae < best.valid_mae:
-                best = BagChoice(size, rounds, mae)
+        rounds, mae = best_prefix(bag, dvalid, data.y_valid, affordable)
+        if mae < best.valid_mae:
+            best = BagChoice(size, rounds, mae)
     return best, [booster[: best.rounds] for booster in members[: best.size]]
+
+
+def best_prefix(bag: list[xgb.Booster], dvalid: xgb.DMatrix, y_valid: np.ndarray, rounds: int) -> tuple[int, float]:
+    """The prefix of at most ``rounds`` rounds per member whose averaged prediction has the lowest MAE on
+    ``y_valid`` (log price), and that MAE; (0, inf) when ``rounds`` < 1. Up to ~40 prefixes are scored."""
+    best = (0, math.inf)
+    for prefix in sorted({*range(10, rounds + 1, max(10, rounds // 40)), rounds}):
+        if prefix < 1:
+            continue
+        average = np.mean([b.predict(dvalid, iteration_range=(0, prefix)) for b in bag], axis=0)
+        mae = float(np.mean(np.abs(average - y_valid)))
+        if mae < best[1]:
+            best = (prefix, mae)
+    return best
 
 
 def train_model(

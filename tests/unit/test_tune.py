@@ -109,3 +109,40 @@ def test_a_batch_of_listings_is_explained_one_booster_at_a_time_even_on_a_thread
 
     monkeypatch.setattr(rayestate.model, "_shap_threads", no_threads)
     assert [e.shap for e in bag.explain(listings)] == one_by_one
+
+
+def test_the_best_prefix_is_the_bags_lowest_validation_error_among_the_rounds_allowed():
+    """What the bag choice and the frontier benchmark score a bag by: its best prefix within the budget's rounds."""
+    import xgboost as xgb
+
+    from ray_jobs.tune import best_prefix
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(600, 4))
+    y = x[:, 0] + np.sin(3 * x[:, 1]) + rng.normal(scale=0.3, size=600)
+    train, valid = xgb.DMatrix(x[:400], y[:400]), xgb.DMatrix(x[400:])
+    params = {"eta": 0.3, "max_depth": 6, "subsample": 0.7, "nthread": 1}
+    bag = [xgb.train({**params, "seed": seed}, train, 150) for seed in (0, 1)]  # overfits: the best is early
+
+    def mae(prefix):
+        return float(
+            np.mean(np.abs(np.mean([b.predict(valid, iteration_range=(0, prefix)) for b in bag], 0) - y[400:]))
+        )
+
+    prefix, error = best_prefix(bag, valid, y[400:], 120)
+    assert 10 <= prefix < 120 and error == mae(prefix)
+    assert all(error <= mae(p) for p in range(10, 121, 10))  # up to 400 rounds every 10th is scored
+    assert best_prefix(bag, valid, y[400:], 30)[0] <= 30
+    assert best_prefix(bag, valid, y[400:], 0) == (0, float("inf"))
+
+
+def test_a_booster_with_other_bins_early_stops_on_validation_binned_the_same():
+    """max_bin is a training parameter like any other: the validation matrix must follow it."""
+    from ray_jobs.fit import prepare, train_booster, xgb_params
+
+    splits = split_frame(sample_listings(1500, seed=44))
+    data = prepare(splits.train, splits.valid)
+    params = xgb_params({**XGBOOST_DEFAULTS, "max_bin": 64}, data.y_train, nthread=1, seed=0)
+    booster = train_booster(params, data.x_train, data.y_train, rounds=300, valid=(data.x_valid, data.y_valid))
+    assert 1 <= booster.best_iteration < 299
+    assert booster.save_config().count('"max_bin":"64"') >= 1
