@@ -10,8 +10,9 @@ dependency; 42k US ZIPs with latitude, longitude and county, bundled, no network
 
 * ``lat``, ``lon``: the ZIP's centroid;
 * ``te_county``, ``te_county_ppsf``: smoothed mean log price and log $/sq ft of the county;
-* ``near_ppsf``, ``near_ppsf_x_size``: the mean log $/sq ft of training rows in the NEIGHBOURS
-  nearest other ZIPs, and that times the listing's living area (as te_zip_ppsf_x_size).
+* ``near_ppsf``, ``near_ppsf_x_size``: the mean log $/sq ft of the training rows of the NEIGHBOURS
+  ZIPs with rows nearest the listing's ZIP, its own ZIP's rows left out, and that times the listing's
+  living area (as te_zip_ppsf_x_size).
 
 Training rows get out-of-fold values (5 folds), validation rows values fitted on all training rows,
 as the product's encodings do. Each variant adds its columns to the pipeline's own features
@@ -77,7 +78,9 @@ def smoothed_mean(keys: np.ndarray, values: np.ndarray, apply_to: np.ndarray) ->
 
 
 def nearest_zips(zips: np.ndarray, values: np.ndarray, places: pd.DataFrame, apply_zips: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` over the rows of the NEIGHBOURS ZIPs nearest each of ``apply_zips`` (itself left out)."""
+    """Mean of ``values`` over the rows of the NEIGHBOURS ZIPs with rows nearest each of ``apply_zips``.
+
+    A ZIP's own rows are left out: when it has rows it is one of its NEIGHBOURS, counted as empty."""
     frame = pd.DataFrame({"zip": zips, "value": values}).dropna()
     totals = frame.groupby("zip")["value"].agg(["sum", "count"]).join(places[["lat", "lon"]], how="inner")
     centre = places.reindex(apply_zips)
