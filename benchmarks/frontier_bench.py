@@ -91,17 +91,17 @@ def lever(name: str, data, dvalid, real: int, budget: Budget, *, seed: int, cpus
     }  # fmt: skip
 
 
-def summary(runs: list[dict]) -> list[dict]:
-    """Per lever, the mean over seeds, best budgeted MdAPE first."""
+def summary(runs: list[dict], by: str = "lever") -> list[dict]:
+    """Per lever (or other ``by`` key of the runs), the mean over seeds, best budgeted MdAPE first."""
     rows = []
-    for name in dict.fromkeys(run["lever"] for run in runs):
-        mine = [run for run in runs if run["lever"] == name]
+    for name in dict.fromkeys(run[by] for run in runs):
+        mine = [run for run in runs if run[by] == name]
 
         def mean(part: str, key: str, runs=mine) -> float:
             return round(float(np.mean([run[part][key] for run in runs])), 4)
 
         rows.append({
-            "lever": name, "mdape": mean("budgeted", "mdape"), "r2_log": mean("budgeted", "r2_log"),
+            by: name, "mdape": mean("budgeted", "mdape"), "r2_log": mean("budgeted", "r2_log"),
             "rounds": mean("budgeted", "rounds"), "explain_ms_per_row": mean("budgeted", "explain_ms_per_row"),
             "predict_us_per_row": mean("budgeted", "predict_us_per_row"),
             "unbudgeted_mdape": mean("unbudgeted", "mdape"), "unbudgeted_rounds": mean("unbudgeted", "rounds"),

@@ -16,9 +16,10 @@ dependency; 42k US ZIPs with latitude, longitude and county, bundled, no network
 
 Training rows get out-of-fold values (5 folds), validation rows values fitted on all training rows,
 as the product's encodings do. Each variant adds its columns to the pipeline's own features
-(ray_jobs.fit.prepare) and trains the frontier's depth-8 lever (two seeds, early stopping on
-validation). Figures are on validation rows without the serving budget; rows 80,000-99,999 are
-never read. Prints ONE JSON object.
+(ray_jobs.fit.prepare) and trains the frontier's depth-8 lever the way frontier_bench does (two
+seeds, early stopping on validation, then cut to the rounds the default serving budget affords,
+the new columns included in the measured cost), scored within the budget and without it on
+validation rows; rows 80,000-99,999 are never read. Prints ONE JSON object.
 
     .venv/bin/python benchmarks/geography_bench.py [--cpus 2]
 """
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +43,12 @@ from scipy.spatial import cKDTree
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.frontier_bench import LEVERS, scored  # noqa: E402
+from benchmarks.frontier_bench import lever, summary  # noqa: E402
 from benchmarks.real_data import SAMPLE, train_valid  # noqa: E402
-from ray_jobs.fit import DEFAULT_CONFIG, prepare, train_booster, xgb_params  # noqa: E402
-from ray_jobs.tune import MAX_ROUNDS  # noqa: E402
+from ray_jobs.fit import prepare  # noqa: E402
+from ray_jobs.tune import Budget  # noqa: E402
 from rayestate.features import SMOOTHING, log_price  # noqa: E402
+from rayestate.settings import Settings  # noqa: E402
 
 LEVER = "depth8_eta0.05"
 NEIGHBOURS = 8
@@ -131,27 +134,29 @@ def main() -> int:
     data = prepare(train, valid, augment=False)  # the real rows carry their own missing sizes
     places = gazetteer()
     extra_train, extra_valid = out_of_fold(train, places), location_columns(train, valid, places)
-    changes, _ = LEVERS[LEVER]
+    budget = Budget.of(Settings()).reserving_range()
     runs = []
     for variant, names in VARIANTS.items():
-        x_train = data.x_train.assign(**{name: extra_train[name] for name in names})
-        x_valid = data.x_valid.assign(**{name: extra_valid[name] for name in names})
-        dvalid = xgb.DMatrix(x_valid, enable_categorical=True)
+        with_columns = replace(
+            data,
+            x_train=data.x_train.assign(**{name: extra_train[name] for name in names}),
+            x_valid=data.x_valid.assign(**{name: extra_valid[name] for name in names}),
+            cost_sample=np.column_stack(
+                [data.cost_sample, *(extra_valid[name][: len(data.cost_sample)] for name in names)]
+            ),
+        )
+        dvalid = xgb.DMatrix(with_columns.x_valid, enable_categorical=True)
         for seed in (0, 1):
-            params = xgb_params({**DEFAULT_CONFIG, **changes}, data.y_train, nthread=args.cpus, seed=seed)
-            booster = train_booster(params, x_train, data.y_train, rounds=MAX_ROUNDS, valid=(x_valid, data.y_valid))
-            rounds = booster.best_iteration + 1
-            runs.append({"variant": variant, "seed": seed, "rounds": rounds,
-                         **scored([booster], dvalid, data.y_valid, len(valid), rounds)})  # fmt: skip
+            runs.append(
+                {
+                    "variant": variant,
+                    **lever(LEVER, with_columns, dvalid, len(valid), budget, seed=seed, cpus=args.cpus),
+                }
+            )
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-    summary = {
-        variant: {key: round(float(np.mean([r[key] for r in runs if r["variant"] == variant])), 4)
-                  for key in ("mdape", "r2_log", "rounds")}
-        for variant in VARIANTS
-    }  # fmt: skip
     found = np.isfinite(extra_valid["lat"]).mean()
     print(json.dumps({"lever": LEVER, "neighbours": NEIGHBOURS, "valid_rows_with_a_known_zip": round(float(found), 4),
-                      "gazetteer_zips": len(places), "summary": summary, "runs": runs}))  # fmt: skip
+                      "gazetteer_zips": len(places), "summary": summary(runs, by="variant"), "runs": runs}))  # fmt: skip
     return 0
 
 

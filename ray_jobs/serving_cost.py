@@ -21,7 +21,7 @@ import numpy as np
 import xgboost as xgb
 
 from rayestate.interval import scale_inputs
-from rayestate.model import PriceModel, feature_dmatrix
+from rayestate.model import PriceModel
 
 EXPLAIN_ROWS = 32
 PREDICT_ROWS = 1_000
@@ -54,11 +54,17 @@ def _cpu_seconds(call, repeats: int) -> float:
 def measure(boosters: list[xgb.Booster], sample: np.ndarray, *, trees: int | None = None) -> ServingCost:
     """The cost of the boosters' first ``trees`` rounds each (all of them by default) on ``sample`` rows.
 
-    ``sample`` is a feature matrix (rows x FEATURES, as rayestate.features.FeatureTransform.matrix
-    gives it); its first EXPLAIN_ROWS rows are explained, its first PREDICT_ROWS rows predicted.
+    ``sample`` is a feature matrix in the boosters' column order (rows x FEATURES for the product's
+    boosters, as rayestate.features.FeatureTransform.matrix gives it); its first EXPLAIN_ROWS rows
+    are explained, its first PREDICT_ROWS rows predicted. The rows are typed as the boosters were
+    trained, which for the product's is rayestate.model.feature_dmatrix, as serving types them: a
+    benchmark's candidate columns (benchmarks/geography_bench.py) are then measured the same way.
     """
     explain_rows, predict_rows = sample[:EXPLAIN_ROWS], sample[:PREDICT_ROWS]
-    dmatrix = feature_dmatrix(explain_rows)
+    first = boosters[0]
+    dmatrix = xgb.DMatrix(
+        explain_rows, feature_names=first.feature_names, feature_types=first.feature_types, enable_categorical=True
+    )
     explain_s = predict_s = 0.0
     counted = 0
     with xgb.config_context(nthread=1):

@@ -26,6 +26,25 @@ def test_cost_grows_with_the_rounds_kept(model_and_sample):
     assert 0 < few.predict_us_per_row < many.predict_us_per_row
 
 
+def test_cost_is_measured_on_the_rows_typed_as_the_boosters_were_trained(model_and_sample):
+    """The product's boosters are typed as serving types them; a booster with extra columns is measured too."""
+    import numpy as np
+    import xgboost as xgb
+
+    from rayestate.model import FEATURE_TYPES, FEATURES
+
+    model, sample = model_and_sample
+    assert model.boosters[0].feature_names == list(FEATURES)
+    assert [t if t == "c" else "float" for t in model.boosters[0].feature_types] == FEATURE_TYPES
+    wider = np.column_stack([sample, np.arange(len(sample), dtype="float64")])
+    names, types = [*FEATURES, "candidate"], [*FEATURE_TYPES, "float"]
+    labels = np.log(np.linspace(1e5, 1e6, len(sample)))
+    train = xgb.DMatrix(wider, labels, feature_names=names, feature_types=types, enable_categorical=True)
+    booster = xgb.train({"max_depth": 3, "nthread": 1}, train, 20)
+    cost = serving_cost.measure([booster], wider)
+    assert cost.trees == 20 and cost.explain_ms_per_row > 0 and cost.predict_us_per_row > 0
+
+
 def test_the_longest_prefix_within_budget_is_measured_within_it(model_and_sample):
     model, sample = model_and_sample
     full = serving_cost.measure(model.boosters, sample)
