@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.real_data import SAMPLE, train_valid  # noqa: E402
-from ray_jobs.fit import DEFAULT_CONFIG, prepare, train_booster, xgb_params  # noqa: E402
+from ray_jobs.fit import DEFAULT_CONFIG, TrainingData, prepare, train_booster, xgb_params  # noqa: E402
 from ray_jobs.serving_cost import measure, trees_within  # noqa: E402
 from ray_jobs.tune import MAX_ROUNDS, Budget, best_prefix  # noqa: E402
 from rayestate.settings import Settings  # noqa: E402
@@ -67,7 +67,13 @@ def scored(bag: list[xgb.Booster], dvalid: xgb.DMatrix, y: np.ndarray, real: int
     }
 
 
-def lever(name: str, data, dvalid, real: int, budget: Budget, *, seed: int, cpus: int) -> dict:
+def lever(
+    name: str, data: TrainingData, dvalid: xgb.DMatrix, real: int, budget: Budget, *, seed: int, cpus: int
+) -> dict:
+    """Train lever ``name`` on ``data`` as a Tune trial would, and score it within ``budget`` and without it.
+
+    ``dvalid`` is ``data.x_valid`` as a DMatrix; its first ``real`` rows are the real validation rows.
+    """
     changes, size = LEVERS[name]
     params = xgb_params({**DEFAULT_CONFIG, **changes}, data.y_train, nthread=cpus, seed=seed)
     started = time.monotonic()
